@@ -1,0 +1,234 @@
+//! `detox generate`: sample continuations and append them to a JSONL file. A rerun with the same
+//! settings skips the (prompt id, sample index) pairs already written, so a killed run resumes.
+
+use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use decode::{FinishReason, Request, SamplingParams, Settings};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::prompts::{self, Prompt};
+use crate::ModelArgs;
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A prompt (repeatable).
+    #[arg(long, conflicts_with = "prompts")]
+    pub prompt: Vec<String>,
+    /// Prompt file: plain text, one prompt per line, or .jsonl with a "text" (and optional "id").
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Samples per prompt.
+    #[arg(long, default_value_t = 1)]
+    pub n: u64,
+    #[arg(long, default_value_t = 20)]
+    pub max_new_tokens: usize,
+    /// Nucleus mass; 1 disables top-p.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// 0 means greedy decoding.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sample rows decoded together.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Keep generating after an end-of-sequence token (up to --max-new-tokens).
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// JSONL output; appended to, and samples already in it are skipped.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// One line of the output file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    prompt_id: String,
+    sample_index: u64,
+    prompt: String,
+    text: String,
+    token_ids: Vec<i64>,
+    finish_reason: FinishReason,
+    /// Fingerprint of model and decoding settings; a file holds one setting only.
+    settings: String,
+}
+
+pub fn run(args: &GenerateArgs) -> Result<()> {
+    let prompts = match &args.prompts {
+        Some(path) => prompts::from_file(path)?,
+        None if !args.prompt.is_empty() => prompts::from_args(&args.prompt),
+        None => bail!("give prompts with --prompt TEXT or --prompts FILE"),
+    };
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: (args.top_p < 1.0).then_some(args.top_p),
+    };
+    sampling.validate()?;
+    let settings = Settings {
+        max_new_tokens: args.max_new_tokens,
+        sampling,
+        seed: args.seed,
+        batch_size: args.batch_size,
+        stop_at_eos: !args.ignore_eos,
+    };
+    let fingerprint = settings_fingerprint(&args.model.model_dir(), &settings);
+    let done = read_finished(&args.out, &fingerprint)?;
+
+    let loaded = args.model.load()?;
+    let mut requests = Vec::new();
+    let mut prompt_text = std::collections::HashMap::new();
+    for Prompt { id, text } in &prompts {
+        let ids = loaded.tokenizer.encode(text)?;
+        prompt_text.insert(id.clone(), text.clone());
+        requests.extend(
+            Request::samples(id, &ids, args.n)
+                .into_iter()
+                .filter(|r| !done.contains(&(r.prompt_id.clone(), r.sample_index))),
+        );
+    }
+    let total = prompts.len() as u64 * args.n;
+    if requests.is_empty() {
+        eprintln!(
+            "{}: all {total} samples already present",
+            args.out.display()
+        );
+        return Ok(());
+    }
+    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create folder", parent.display()))?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.out)
+        .with_context(|| format!("{}: cannot open for appending", args.out.display()))?;
+
+    let progress = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} samples, eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    progress.set_position(total - requests.len() as u64);
+    progress.set_message("generating");
+    let started = std::time::Instant::now();
+    let mut new_tokens = 0usize;
+    let stats = decode::generate(
+        loaded.model.as_ref(),
+        &loaded.eos_token_ids,
+        &requests,
+        &settings,
+        |g| {
+            new_tokens += g.token_ids.len();
+            let record = Record {
+                text: loaded.tokenizer.decode(&g.token_ids)?,
+                prompt: prompt_text[&g.prompt_id].clone(),
+                prompt_id: g.prompt_id,
+                sample_index: g.sample_index,
+                token_ids: g.token_ids,
+                finish_reason: g.finish_reason,
+                settings: fingerprint.clone(),
+            };
+            // One write per line, flushed: a killed run leaves whole lines (a torn last line is
+            // detected and dropped on resume).
+            let mut line = serde_json::to_string(&record)?;
+            line.push('\n');
+            file.write_all(line.as_bytes())
+                .with_context(|| format!("{}: write failed", args.out.display()))?;
+            progress.inc(1);
+            progress.set_message(format!(
+                "{:.1} tok/s",
+                new_tokens as f64 / started.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        },
+    )?;
+    progress.finish_and_clear();
+    eprintln!(
+        "{}: {} samples, {} new tokens in {:.1}s ({:.1} tok/s; prefill {:.1}s)",
+        args.out.display(),
+        stats.samples,
+        stats.new_tokens,
+        stats.prefill_seconds + stats.decode_seconds,
+        stats.tokens_per_second(),
+        stats.prefill_seconds
+    );
+    Ok(())
+}
+
+fn settings_fingerprint(model_dir: &Path, settings: &Settings) -> String {
+    let model = std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
+    let description = format!(
+        "{}|{}|{:?}|{}|{}",
+        model.display(),
+        settings.max_new_tokens,
+        settings.sampling,
+        settings.seed,
+        settings.stop_at_eos
+    );
+    format!("{:016x}", decode::stable_hash(description.as_bytes()))
+}
+
+/// (prompt id, sample index) pairs already in `path`. A last line without its newline (the process
+/// was killed mid-write) is cut off so appending continues on a clean line.
+fn read_finished(path: &Path, fingerprint: &str) -> Result<HashSet<(String, u64)>> {
+    let mut done = HashSet::new();
+    if !path.exists() {
+        return Ok(done);
+    }
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    let mut number = 0;
+    let mut good_bytes = 0u64;
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if !line.ends_with('\n') {
+            eprintln!(
+                "{}:{number}: dropping an unfinished last line",
+                path.display()
+            );
+            break;
+        }
+        let record: Record = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{number}: not a generation record", path.display()))?;
+        if record.settings != fingerprint {
+            bail!(
+                "{}:{number}: written with other model or decoding settings ({} vs {fingerprint}); use another --out",
+                path.display(),
+                record.settings
+            );
+        }
+        done.insert((record.prompt_id, record.sample_index));
+        good_bytes += read as u64;
+    }
+    let size = std::fs::metadata(path)?.len();
+    if good_bytes < size {
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(good_bytes))
+            .with_context(|| format!("{}: cannot cut the unfinished line", path.display()))?;
+    }
+    Ok(done)
+}

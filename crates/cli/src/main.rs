@@ -1,0 +1,98 @@
+//! `detox`: the command line of the detoxification harness.
+
+mod forward;
+mod generate;
+mod prompts;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use lm::{DeviceChoice, DtypeChoice};
+
+#[derive(Parser)]
+#[command(
+    name = "detox",
+    version,
+    about = "Compare LLM detoxification methods side by side"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a llama-architecture GGUF into a Hugging Face folder (config, safetensors, tokenizer).
+    ImportGguf {
+        /// The .gguf file.
+        gguf: PathBuf,
+        /// Folder to create (must not exist or be empty).
+        out_dir: PathBuf,
+    },
+    /// Sample continuations of prompts and append them to a JSONL file (resumable).
+    Generate(generate::GenerateArgs),
+    /// Write logits [T, V] and final-norm hidden states [T, H] for token ids (debugging, parity).
+    Forward(forward::ForwardArgs),
+}
+
+/// Model, device and threading options shared by every command that loads a model.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Hugging Face model folder (config.json, safetensors, tokenizer.json). Default: the imported
+    /// SmolLM2-135M-Instruct that scripts/setup.sh prepares.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// auto (f32 on CPU, bf16 on CUDA), f32, f16 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeChoice,
+    /// Intra-op threads for libtorch (default: libtorch's choice, one per core).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl ModelArgs {
+    pub fn model_dir(&self) -> PathBuf {
+        self.model.clone().unwrap_or_else(paths::default_model_dir)
+    }
+
+    pub fn load(&self) -> anyhow::Result<lm::LoadedModel> {
+        if let Some(threads) = self.threads {
+            anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+            tch::set_num_threads(threads);
+        }
+        let dir = self.model_dir();
+        if self.model.is_none() && !dir.exists() {
+            anyhow::bail!(
+                "the default model is not imported yet at {} (run scripts/setup.sh)",
+                dir.display()
+            );
+        }
+        lm::LoadedModel::load(&dir, self.device, self.dtype)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::ImportGguf { gguf, out_dir } => gguf::import_to_hf_folder(&gguf, &out_dir)
+            .map(|report| eprintln!("{report}"))
+            .map_err(anyhow::Error::from),
+        Command::Generate(args) => generate::run(&args),
+        Command::Forward(args) => forward::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, the whole cause chain; a backtrace only when RUST_BACKTRACE asks for it.
+            eprintln!("error: {error:#}");
+            if std::env::var_os("RUST_BACKTRACE").is_some() {
+                eprintln!("{}", error.backtrace());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The decoder loop: batched, left-padded, KV-cached generation of n samples per prompt.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use lm::{check_token_ids, left_pad, CausalLm};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::sampler::{candidates, SampleRng, SamplingParams};
+
+/// One sample to generate: which prompt, its token ids, and which of its samples this is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub prompt_id: String,
+    pub prompt_ids: Vec<i64>,
+    pub sample_index: u64,
+}
+
+impl Request {
+    /// `n` requests (sample indices 0..n) for one prompt.
+    pub fn samples(prompt_id: &str, prompt_ids: &[i64], n: u64) -> Vec<Request> {
+        (0..n)
+            .map(|i| Request {
+                prompt_id: prompt_id.to_string(),
+                prompt_ids: prompt_ids.to_vec(),
+                sample_index: i,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    pub seed: u64,
+    /// Rows decoded together (samples, not prompts).
+    pub batch_size: usize,
+    pub stop_at_eos: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence token was drawn (it is not part of `token_ids`).
+    Eos,
+    /// `max_new_tokens` were generated.
+    Length,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub prompt_id: String,
+    pub sample_index: u64,
+    pub token_ids: Vec<i64>,
+    pub finish_reason: FinishReason,
+}
+
+/// What a call cost, for progress lines and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationStats {
+    pub samples: usize,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+impl GenerationStats {
+    /// New tokens per second over the whole call (prefill included).
+    pub fn tokens_per_second(&self) -> f64 {
+        self.new_tokens as f64 / (self.prefill_seconds + self.decode_seconds).max(1e-12)
+    }
+}
+
+/// Generates every request, `settings.batch_size` rows at a time, and hands each finished batch's
+/// samples to `sink` in request order. Rows that share a prompt inside a batch share one prefill:
+/// the prompt is run once and its cache row repeated.
+pub fn generate(
+    model: &dyn CausalLm,
+    eos_token_ids: &[i64],
+    requests: &[Request],
+    settings: &Settings,
+    mut sink: impl FnMut(Generation) -> Result<()>,
+) -> Result<GenerationStats> {
+    settings.sampling.validate()?;
+    if settings.batch_size == 0 {
+        bail!("batch size must be at least 1");
+    }
+    let info = model.info();
+    for r in requests {
+        if r.prompt_ids.is_empty() {
+            bail!("prompt {:?} has no tokens", r.prompt_id);
+        }
+        check_token_ids(&r.prompt_ids, info.vocab_size)
+            .map_err(|e| anyhow::anyhow!("prompt {:?}: {e}", r.prompt_id))?;
+        if let Some(max) = info.max_positions {
+            let needed = (r.prompt_ids.len() + settings.max_new_tokens) as i64;
+            if needed > max {
+                bail!(
+                    "prompt {:?}: {} prompt tokens + {} new tokens exceed the model's {max} positions",
+                    r.prompt_id,
+                    r.prompt_ids.len(),
+                    settings.max_new_tokens
+                );
+            }
+        }
+    }
+    let _no_grad = tch::no_grad_guard();
+    let mut stats = GenerationStats::default();
+    for chunk in requests.chunks(settings.batch_size) {
+        for generation in generate_batch(model, eos_token_ids, chunk, settings, &mut stats)? {
+            sink(generation)?;
+        }
+    }
+    Ok(stats)
+}
+
+fn generate_batch(
+    model: &dyn CausalLm,
+    eos_token_ids: &[i64],
+    rows: &[Request],
+    settings: &Settings,
+    stats: &mut GenerationStats,
+) -> Result<Vec<Generation>> {
+    let device = model.info().device;
+    let started = Instant::now();
+
+    // Prefill each distinct prompt once, then give every sample row its prompt's cache row.
+    let mut distinct: Vec<&[i64]> = Vec::new();
+    let mut row_to_prompt: Vec<i64> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let slot = match distinct.iter().position(|p| *p == r.prompt_ids.as_slice()) {
+            Some(slot) => slot,
+            None => {
+                distinct.push(&r.prompt_ids);
+                distinct.len() - 1
+            }
+        };
+        row_to_prompt.push(slot as i64);
+    }
+    let (ids, mask) = left_pad(&distinct, device);
+    let mut cache = model.new_cache();
+    let hidden = model.forward_hidden(&ids, &mask, &mut cache);
+    let row_index = Tensor::from_slice(&row_to_prompt).to_device(device);
+    cache.select_rows(&row_index);
+    let mut logits = model
+        .logits(&hidden.select(1, -1))
+        .index_select(0, &row_index);
+    stats.prompt_tokens += distinct.iter().map(|p| p.len()).sum::<usize>();
+    stats.prefill_seconds += started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut rngs: Vec<SampleRng> = rows
+        .iter()
+        .map(|r| SampleRng::new(settings.seed, &r.prompt_id, r.sample_index))
+        .collect();
+    let mut outputs: Vec<Vec<i64>> = vec![Vec::with_capacity(settings.max_new_tokens); rows.len()];
+    let mut finish = vec![FinishReason::Length; rows.len()];
+    // Rows still decoding, as indices into `rows`; row i of the cache and of `logits` is active[i].
+    let mut active: Vec<usize> = (0..rows.len()).collect();
+    for step in 0..settings.max_new_tokens {
+        let cands = candidates(&logits, &settings.sampling);
+        let mut next = Vec::with_capacity(active.len());
+        let mut keep = Vec::with_capacity(active.len());
+        for (slot, (&row, cand)) in active.iter().zip(&cands).enumerate() {
+            let token = cand.draw(&mut rngs[row]);
+            if settings.stop_at_eos && eos_token_ids.contains(&token) {
+                finish[row] = FinishReason::Eos;
+            } else {
+                outputs[row].push(token);
+                next.push(token);
+                keep.push(slot as i64);
+            }
+        }
+        if step + 1 == settings.max_new_tokens || keep.is_empty() {
+            break;
+        }
+        if keep.len() < active.len() {
+            let keep_index = Tensor::from_slice(&keep).to_device(device);
+            cache.select_rows(&keep_index);
+            active = keep.iter().map(|&slot| active[slot as usize]).collect();
+        }
+        let input = Tensor::from_slice(&next).view([-1, 1]).to_device(device);
+        let hidden =
+            model.forward_hidden(&input, &input.ones_like().to_kind(Kind::Int64), &mut cache);
+        logits = model.logits(&hidden.select(1, -1));
+    }
+    stats.decode_seconds += started.elapsed().as_secs_f64();
+    stats.samples += rows.len();
+    stats.new_tokens += outputs.iter().map(Vec::len).sum::<usize>();
+
+    Ok(rows
+        .iter()
+        .zip(outputs)
+        .zip(finish)
+        .map(|((r, token_ids), finish_reason)| Generation {
+            prompt_id: r.prompt_id.clone(),
+            sample_index: r.sample_index,
+            token_ids,
+            finish_reason,
+        })
+        .collect())
+}

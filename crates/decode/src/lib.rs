@@ -1,0 +1,8 @@
+//! Sampling and the decoder loop. Sampling is kept apart from the loop so steering methods can
+//! re-weight the candidate set between truncation and the draw.
+
+pub mod generate;
+pub mod sampler;
+
+pub use generate::{generate, FinishReason, Generation, GenerationStats, Request, Settings};
+pub use sampler::{candidates, stable_hash, Candidates, SampleRng, SamplingParams};

@@ -1,0 +1,158 @@
+//! Causal language models in tch, loaded offline from Hugging Face folders.
+//!
+//! Shape (after candle): one file per architecture; the model is `&self` and the KV cache lives
+//! outside it; the base model returns final-norm hidden states and the LM head is a separate call,
+//! because SASA, fusion and perplexity all need hidden states or every position's logits.
+
+pub mod cache;
+pub mod config;
+pub mod device;
+pub mod gpt2;
+pub mod likelihood;
+pub mod llama;
+pub mod nn;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+pub use cache::KvCache;
+pub use config::ArchitectureConfig;
+pub use device::{DeviceChoice, DtypeChoice};
+pub use tokenizer::TextTokenizer;
+pub use weights::Weights;
+
+/// Facts about a loaded model that callers need without knowing its architecture.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub architecture: &'static str,
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub num_layers: usize,
+    pub max_positions: Option<i64>,
+    pub device: tch::Device,
+    pub kind: Kind,
+}
+
+/// A decoder-only language model. Implementations hold only weights; all per-sequence state is in
+/// the [`KvCache`] the caller owns.
+pub trait CausalLm {
+    fn info(&self) -> &ModelInfo;
+
+    /// An empty cache shaped for this model.
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.info().num_layers)
+    }
+
+    /// Runs `input_ids` `[batch, t]` after whatever `cache` holds and returns the final-norm hidden
+    /// states `[batch, t, hidden]`. `real_mask` `[batch, t]` is 1 for real tokens and 0 for left
+    /// padding; position ids continue each row's count of real tokens.
+    fn forward_hidden(&self, input_ids: &Tensor, real_mask: &Tensor, cache: &mut KvCache)
+        -> Tensor;
+
+    /// The LM head: hidden states `[..., hidden]` to float32 logits `[..., vocab]`.
+    fn logits(&self, hidden: &Tensor) -> Tensor;
+}
+
+/// A model with its tokenizer and the folder it came from.
+pub struct LoadedModel {
+    pub model: Box<dyn CausalLm>,
+    pub tokenizer: TextTokenizer,
+    pub dir: PathBuf,
+    /// Token ids that end generation (from generation_config.json, else config.json, else the
+    /// tokenizer's end-of-sequence token).
+    pub eos_token_ids: Vec<i64>,
+}
+
+impl LoadedModel {
+    /// Loads `dir` (config.json, weights, tokenizer.json) onto the chosen device and dtype.
+    pub fn load(dir: &Path, device: DeviceChoice, dtype: DtypeChoice) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: model folder does not exist", dir.display());
+        }
+        let device = device.resolve()?;
+        let kind = dtype.resolve(device)?;
+        let config = ArchitectureConfig::from_file(&dir.join("config.json"))?;
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        if tokenizer.vocab_size() as i64 > config.vocab_size() {
+            bail!(
+                "{}: tokenizer has {} tokens but the model's vocabulary is {}",
+                dir.join("tokenizer.json").display(),
+                tokenizer.vocab_size(),
+                config.vocab_size()
+            );
+        }
+        let mut weights = Weights::from_hf_folder(dir, device, kind)?;
+        let mut eos_token_ids = generation_eos(dir)?;
+        let model: Box<dyn CausalLm> = match &config {
+            ArchitectureConfig::Llama(c) => {
+                if eos_token_ids.is_empty() {
+                    eos_token_ids = c.eos_token_ids.clone();
+                }
+                Box::new(llama::Llama::load(c, &mut weights)?)
+            }
+            ArchitectureConfig::Gpt2(c) => {
+                if eos_token_ids.is_empty() {
+                    eos_token_ids.extend(c.eos_token_id);
+                }
+                Box::new(gpt2::Gpt2::load(c, &mut weights)?)
+            }
+        };
+        if eos_token_ids.is_empty() {
+            eos_token_ids.extend(tokenizer.eos_token_id());
+        }
+        Ok(Self {
+            model,
+            tokenizer,
+            dir: dir.to_path_buf(),
+            eos_token_ids,
+        })
+    }
+}
+
+/// End-of-sequence ids from `generation_config.json`, when the folder has one.
+fn generation_eos(dir: &Path) -> Result<Vec<i64>> {
+    let path = dir.join("generation_config.json");
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    Ok(match value.get("eos_token_id") {
+        Some(serde_json::Value::Number(n)) => n.as_i64().into_iter().collect(),
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_i64()).collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// Checks that every id is inside the model's vocabulary, before it reaches an embedding lookup
+/// (libtorch would abort the process on an out-of-range index).
+pub fn check_token_ids(ids: &[i64], vocab_size: i64) -> Result<()> {
+    if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= vocab_size) {
+        bail!("token id {bad} is outside the vocabulary [0, {vocab_size})");
+    }
+    Ok(())
+}
+
+/// Left-pads `rows` into `[rows, longest]` ids (pad id 0) and a real-token mask (0 on pads), on
+/// `device`. Left padding keeps every row's last real token in the last column.
+pub fn left_pad(rows: &[&[i64]], device: tch::Device) -> (Tensor, Tensor) {
+    let width = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(rows.len() * width);
+    let mut mask = Vec::with_capacity(rows.len() * width);
+    for row in rows {
+        let pad = width - row.len();
+        ids.extend(std::iter::repeat_n(0i64, pad).chain(row.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1i64, row.len())));
+    }
+    let shape = [rows.len() as i64, width as i64];
+    (
+        Tensor::from_slice(&ids).view(shape).to_device(device),
+        Tensor::from_slice(&mask).view(shape).to_device(device),
+    )
+}

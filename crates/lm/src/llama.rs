@@ -1,0 +1,341 @@
+//! Llama family: RMSNorm, rotary positions (with Llama-3 / linear rescaling), grouped-query
+//! attention, SwiGLU MLP, tied or separate LM head. Covers SmolLM2, Llama-2 and Llama-3.x.
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use crate::cache::KvCache;
+use crate::config::{LlamaConfig, RopeScaling};
+use crate::nn::{merge_heads, split_heads, Linear, RmsNorm};
+use crate::weights::Weights;
+use crate::{CausalLm, ModelInfo};
+
+/// Inverse rotary frequencies `[head_dim / 2]`, rescaled as the config asks.
+fn inverse_frequencies(config: &LlamaConfig) -> Vec<f64> {
+    let dim = config.head_dim as f64;
+    let base: Vec<f64> = (0..config.head_dim / 2)
+        .map(|i| 1.0 / config.rope_theta.powf((2 * i) as f64 / dim))
+        .collect();
+    match config.rope_scaling {
+        RopeScaling::None => base,
+        RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old_context,
+        } => {
+            // Long wavelengths are slowed by `factor`, short ones kept, the band between blended.
+            let low_freq_wavelen = old_context / low_freq_factor;
+            let high_freq_wavelen = old_context / high_freq_factor;
+            base.iter()
+                .map(|&f| {
+                    let wavelen = 2.0 * std::f64::consts::PI / f;
+                    if wavelen < high_freq_wavelen {
+                        f
+                    } else if wavelen > low_freq_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old_context / wavelen - low_freq_factor)
+                            / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+struct Rotary {
+    /// `[head_dim / 2]` float32.
+    inv_freq: Tensor,
+}
+
+impl Rotary {
+    /// cos and sin `[batch, 1, t, head_dim]` for position ids `[batch, t]`.
+    fn cos_sin(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
+        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+    }
+}
+
+/// The "rotate half" convention of Hugging Face's Llama (not the interleaved one of Meta's code;
+/// the checkpoint's Q/K rows are stored for this convention).
+fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    let rotated = Tensor::cat(&[&(-x2), &x1], 3);
+    x * cos + rotated * sin
+}
+
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn load(c: &LlamaConfig, w: &mut Weights, prefix: &str) -> Result<Self> {
+        let (h, hd) = (c.hidden_size, c.head_dim);
+        // Llama checkpoints have no attention biases; Qwen-style ones would, and are refused by
+        // the shape check on the missing names rather than silently mis-loaded.
+        Ok(Self {
+            q_proj: Linear::load(
+                w,
+                &format!("{prefix}.q_proj"),
+                h,
+                c.num_attention_heads * hd,
+                false,
+            )?,
+            k_proj: Linear::load(
+                w,
+                &format!("{prefix}.k_proj"),
+                h,
+                c.num_key_value_heads * hd,
+                false,
+            )?,
+            v_proj: Linear::load(
+                w,
+                &format!("{prefix}.v_proj"),
+                h,
+                c.num_key_value_heads * hd,
+                false,
+            )?,
+            o_proj: Linear::load(
+                w,
+                &format!("{prefix}.o_proj"),
+                c.num_attention_heads * hd,
+                h,
+                false,
+            )?,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos_sin: &(Tensor, Tensor),
+        mask: &Tensor,
+        layer: usize,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let q = split_heads(&self.q_proj.forward(x), self.heads, self.head_dim);
+        let k = split_heads(&self.k_proj.forward(x), self.kv_heads, self.head_dim);
+        let v = split_heads(&self.v_proj.forward(x), self.kv_heads, self.head_dim);
+        let q = apply_rotary(&q, &cos_sin.0, &cos_sin.1);
+        let k = apply_rotary(&k, &cos_sin.0, &cos_sin.1);
+        let (k, v) = cache.extend_layer(layer, k, v);
+        let gqa = self.kv_heads != self.heads;
+        let out =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa);
+        self.o_proj.forward(&merge_heads(&out))
+    }
+}
+
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(c: &LlamaConfig, w: &mut Weights, prefix: &str) -> Result<Self> {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), h, i, false)?,
+            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), h, i, false)?,
+            down_proj: Linear::load(w, &format!("{prefix}.down_proj"), i, h, false)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let gate = self.gate_proj.forward(x).silu();
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)))
+    }
+}
+
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+pub struct Llama {
+    embed_tokens: Tensor,
+    layers: Vec<Block>,
+    norm: RmsNorm,
+    /// `None` when the head is tied to `embed_tokens`.
+    lm_head: Option<Tensor>,
+    rotary: Rotary,
+    info: ModelInfo,
+}
+
+impl Llama {
+    pub fn load(c: &LlamaConfig, w: &mut Weights) -> Result<Self> {
+        let embed_tokens = w.take("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size])?;
+        let device = embed_tokens.device();
+        let kind = embed_tokens.kind();
+        let mut layers = Vec::with_capacity(c.num_hidden_layers as usize);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Block {
+                input_layernorm: RmsNorm::load(
+                    w,
+                    &format!("{p}.input_layernorm"),
+                    c.hidden_size,
+                    c.rms_norm_eps,
+                )?,
+                self_attn: Attention::load(c, w, &format!("{p}.self_attn"))?,
+                post_attention_layernorm: RmsNorm::load(
+                    w,
+                    &format!("{p}.post_attention_layernorm"),
+                    c.hidden_size,
+                    c.rms_norm_eps,
+                )?,
+                mlp: Mlp::load(c, w, &format!("{p}.mlp"))?,
+            });
+        }
+        let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
+        // Some tied checkpoints still store a copy of the head; it equals the embedding then.
+        let lm_head = if w.contains("lm_head.weight") {
+            let head = w.take("lm_head.weight", &[c.vocab_size, c.hidden_size])?;
+            (!c.tie_word_embeddings).then_some(head)
+        } else if c.tie_word_embeddings {
+            None
+        } else {
+            bail!(
+                "{}: missing tensor \"lm_head.weight\" and tie_word_embeddings is false",
+                w.source().display()
+            );
+        };
+        let leftover: Vec<&str> = w
+            .remaining()
+            .into_iter()
+            .filter(|n| !n.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        if !leftover.is_empty() {
+            bail!(
+                "{}: {} tensor(s) the llama architecture does not use, e.g. {:?}",
+                w.source().display(),
+                leftover.len(),
+                &leftover[..leftover.len().min(3)]
+            );
+        }
+        let inv_freq: Vec<f32> = inverse_frequencies(c).iter().map(|&f| f as f32).collect();
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary: Rotary {
+                inv_freq: Tensor::from_slice(&inv_freq).to_device(device),
+            },
+            info: ModelInfo {
+                architecture: "llama",
+                vocab_size: c.vocab_size,
+                hidden_size: c.hidden_size,
+                num_layers: c.num_hidden_layers as usize,
+                max_positions: Some(c.max_position_embeddings),
+                device,
+                kind,
+            },
+        })
+    }
+}
+
+impl CausalLm for Llama {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn forward_hidden(
+        &self,
+        input_ids: &Tensor,
+        real_mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let device = self.info.device;
+        let input_ids = input_ids.to_device(device);
+        let real_mask = real_mask.to_device(device);
+        let positions = cache.position_ids(&real_mask);
+        let mask = cache.attention_mask(&real_mask);
+        let cos_sin = self.rotary.cos_sin(&positions, self.info.kind);
+        let mut x = Tensor::embedding(&self.embed_tokens, &input_ids, -1, false, false);
+        for (i, block) in self.layers.iter().enumerate() {
+            let attn = block.self_attn.forward(
+                &block.input_layernorm.forward(&x),
+                &cos_sin,
+                &mask,
+                i,
+                cache,
+            );
+            x += attn;
+            let mlp = block
+                .mlp
+                .forward(&block.post_attention_layernorm.forward(&x));
+            x += mlp;
+        }
+        cache.commit_tokens(&real_mask);
+        self.norm.forward(&x)
+    }
+
+    fn logits(&self, hidden: &Tensor) -> Tensor {
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        hidden.linear::<&Tensor>(head, None).to_kind(Kind::Float)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(scaling: RopeScaling) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 10,
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 1,
+            num_key_value_heads: 1,
+            head_dim: 128,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            rope_scaling: scaling,
+            max_position_embeddings: 131072,
+            tie_word_embeddings: true,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_slows_low_frequencies() {
+        let plain = inverse_frequencies(&config(RopeScaling::None));
+        let scaled = inverse_frequencies(&config(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        }));
+        assert_eq!(plain[0], scaled[0], "highest frequency is unchanged");
+        let last = plain.len() - 1;
+        assert!(
+            (scaled[last] - plain[last] / 8.0).abs() < 1e-15,
+            "lowest frequency divided by factor"
+        );
+        // Every scaled frequency lies between f/8 and f.
+        for (p, s) in plain.iter().zip(&scaled) {
+            assert!(*s <= *p + 1e-18 && *s >= p / 8.0 - 1e-18);
+        }
+    }
+}

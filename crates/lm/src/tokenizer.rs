@@ -1,0 +1,63 @@
+//! A thin wrapper over Hugging Face `tokenizers` with errors that name the file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Result};
+use tokenizers::Tokenizer;
+
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+}
+
+impl TextTokenizer {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(anyhow!("{}: tokenizer file does not exist", path.display()));
+        }
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
+        Ok(Self {
+            inner,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Token ids of `text`. No special tokens are added: prompts are continued as written, which
+    /// is what the toxicity benchmarks do (and chat markers in the text stay single tokens).
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("{}: cannot encode text: {e}", self.path.display()))?;
+        Ok(encoding.get_ids().iter().map(|&id| id as i64).collect())
+    }
+
+    /// Text of `ids`, with special tokens (end-of-sequence, chat markers) dropped.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
+        self.inner
+            .decode(&ids, true)
+            .map_err(|e| anyhow!("{}: cannot decode ids: {e}", self.path.display()))
+    }
+
+    /// Vocabulary size including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<i64> {
+        self.inner.token_to_id(token).map(i64::from)
+    }
+
+    /// A conventional end-of-sequence token, when the vocabulary has one.
+    pub fn eos_token_id(&self) -> Option<i64> {
+        ["<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>"]
+            .iter()
+            .find_map(|t| self.token_to_id(t))
+    }
+
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+}

