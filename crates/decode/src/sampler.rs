@@ -241,3 +241,166 @@ pub fn draw_all(candidates: &[Candidates], rngs: &mut [SampleRng]) -> Vec<i64> {
 pub fn log_softmax(logits: &Tensor) -> Tensor {
     logits.log_softmax(-1, Kind::Float)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hugging Face's top-k → top-p filter by sorting the whole row: the reference the fast path
+    /// must reproduce exactly (same ids, same order).
+    fn reference(row: &[f32], params: &SamplingParams) -> Vec<i64> {
+        // Scaled in f32 like the tensor path, so both see the same values.
+        let scaled: Vec<f64> = row
+            .iter()
+            .map(|&z| f64::from(z / params.temperature as f32))
+            .collect();
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| scaled[b].partial_cmp(&scaled[a]).unwrap());
+        if let Some(k) = params.top_k {
+            order.truncate(k);
+        }
+        let max = scaled[order[0]];
+        let total: f64 = order.iter().map(|&i| (scaled[i] - max).exp()).sum();
+        let p = params.top_p.unwrap_or(1.0);
+        let mut above = 0.0;
+        let mut kept = Vec::new();
+        for &i in &order {
+            if above >= p {
+                break;
+            }
+            kept.push(i as i64);
+            above += (scaled[i] - max).exp() / total;
+        }
+        kept
+    }
+
+    fn random_logits(batch: i64, vocab: i64, spread: f64, seed: i64) -> Tensor {
+        tch::manual_seed(seed);
+        Tensor::randn([batch, vocab], (Kind::Float, tch::Device::Cpu)) * spread
+    }
+
+    #[test]
+    fn fast_top_p_equals_full_sort() {
+        // Flat rows need many doublings of the window; peaked rows need one.
+        for (spread, seed) in [(0.3, 1), (1.0, 2), (4.0, 3), (12.0, 4)] {
+            let logits = random_logits(6, 3000, spread, seed);
+            let rows = Vec::<Vec<f32>>::try_from(&logits).unwrap();
+            for params in [
+                SamplingParams {
+                    temperature: 1.0,
+                    top_k: None,
+                    top_p: Some(0.9),
+                },
+                SamplingParams {
+                    temperature: 0.7,
+                    top_k: None,
+                    top_p: Some(0.5),
+                },
+                SamplingParams {
+                    temperature: 1.3,
+                    top_k: Some(40),
+                    top_p: Some(0.95),
+                },
+                SamplingParams {
+                    temperature: 1.0,
+                    top_k: Some(200),
+                    top_p: None,
+                },
+                SamplingParams {
+                    temperature: 1.0,
+                    top_k: Some(5000),
+                    top_p: Some(0.99),
+                },
+            ] {
+                let fast = candidates(&logits, &params);
+                for (row, cand) in rows.iter().zip(&fast) {
+                    // Same set; the order of exactly tied logits may differ from a stable sort.
+                    let mut got = cand.ids.clone();
+                    let mut want = reference(row, &params);
+                    got.sort_unstable();
+                    want.sort_unstable();
+                    assert_eq!(got, want, "spread {spread}, {params:?}");
+                    assert!(
+                        cand.logits.windows(2).all(|w| w[0] >= w[1]),
+                        "descending order"
+                    );
+                    for (&id, &z) in cand.ids.iter().zip(&cand.logits) {
+                        let expected = row[id as usize] / params.temperature as f32;
+                        assert!((z - expected).abs() < 1e-5);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn greedy_and_no_truncation() {
+        let logits = Tensor::from_slice(&[0.1f32, 3.0, -1.0, 2.9, 0.0, 0.5]).view([2, 3]);
+        let greedy = candidates(&logits, &SamplingParams::GREEDY);
+        assert_eq!(greedy[0].ids, vec![1]);
+        assert_eq!(greedy[1].ids, vec![0]);
+        let all = candidates(
+            &logits,
+            &SamplingParams {
+                temperature: 1.0,
+                top_k: None,
+                top_p: None,
+            },
+        );
+        assert_eq!(all[0].ids, vec![1, 0, 2]);
+        assert_eq!(all[1].ids, vec![0, 2, 1]);
+    }
+
+    #[test]
+    fn draws_follow_the_distribution_and_streams_are_independent() {
+        let cand = Candidates {
+            ids: vec![7, 8, 9],
+            logits: vec![0.0, (2.0f32).ln(), (5.0f32).ln()],
+        };
+        let mut rng = SampleRng::new(42, "p", 0);
+        let mut counts = [0usize; 3];
+        let n = 40_000;
+        for _ in 0..n {
+            counts[(cand.draw(&mut rng) - 7) as usize] += 1;
+        }
+        for (count, p) in counts.iter().zip([0.125, 0.25, 0.625]) {
+            let share = *count as f64 / n as f64;
+            assert!((share - p).abs() < 0.01, "share {share} vs {p}");
+        }
+        let seq = |seed, id: &str, idx| {
+            let mut r = SampleRng::new(seed, id, idx);
+            (0..4).map(|_| r.uniform()).collect::<Vec<_>>()
+        };
+        assert_eq!(seq(1, "a", 0), seq(1, "a", 0));
+        assert_ne!(seq(1, "a", 0), seq(1, "a", 1));
+        assert_ne!(seq(1, "a", 0), seq(2, "a", 0));
+        // Length-prefixing keeps ("a1", 0) and ("a", 10)-like pairs apart.
+        assert_ne!(seq(1, "a1", 0), seq(1, "a", 1));
+    }
+
+    #[test]
+    fn rejects_bad_parameters() {
+        assert!(SamplingParams {
+            temperature: -1.0,
+            top_k: None,
+            top_p: None
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            temperature: 1.0,
+            top_k: Some(0),
+            top_p: None
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(1.5)
+        }
+        .validate()
+        .is_err());
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+}

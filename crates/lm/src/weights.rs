@@ -141,7 +141,7 @@ fn read_safetensors_into(
         let tensor = Tensor::f_from_data_size(view.data(), &shape, file_kind)
             .with_context(|| format!("{}: cannot read tensor {name:?}", file.display()))?;
         // Integer buffers (e.g. GPT-2's attention bias masks) keep their kind.
-        let target_kind = if file_kind.is_floating_point() {
+        let target_kind = if is_float(file_kind) {
             kind
         } else {
             file_kind
@@ -151,16 +151,7 @@ fn read_safetensors_into(
     Ok(())
 }
 
-/// Whether a tch kind is a floating-point type.
-trait FloatKind {
-    fn is_floating_point(self) -> bool;
-}
-
-impl FloatKind for Kind {
-    fn is_floating_point(self) -> bool {
-        matches!(
-            self,
-            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-        )
-    }
+/// Whether a tch kind is a floating-point type (converted to the requested dtype on load).
+fn is_float(kind: Kind) -> bool {
+    matches!(kind, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double)
 }
