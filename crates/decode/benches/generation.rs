@@ -1,7 +1,7 @@
 //! Generation benchmark: a command that prints a table, not a timed test.
 //!
 //! ```text
-//! cargo bench --release -p decode --bench generation [-- --threads N --reps N --tsv PATH]
+//! cargo bench -p decode --bench generation [-- --threads N --reps N --tsv PATH]
 //! ```
 //!
 //! SmolLM2-135M-Instruct (the imported default model), CPU, float32, 2 intra-op threads (override
@@ -166,6 +166,7 @@ fn generation_case(
         stop_at_eos: false,
     };
     let mut new_tokens = 0;
+    let mut split = (0.0, 0.0);
     let seconds = time(reps, || {
         let stats = generate(
             loaded.model.as_ref(),
@@ -175,6 +176,7 @@ fn generation_case(
             |_| Ok(()),
         )?;
         new_tokens = stats.new_tokens;
+        split = (stats.prefill_seconds, stats.decode_seconds);
         Ok(())
     })?;
     if new_tokens != requests.len() * NEW_TOKENS {
@@ -183,6 +185,13 @@ fn generation_case(
             requests.len() * NEW_TOKENS
         );
     }
+    println!(
+        "- batch {:>2}: last run prefill {:.3} s, decode {:.3} s ({:.1} ms per step)",
+        requests.len(),
+        split.0,
+        split.1,
+        split.1 * 1e3 / (NEW_TOKENS - 1) as f64
+    );
     Ok((new_tokens, seconds))
 }
 
@@ -339,6 +348,7 @@ fn main() -> Result<()> {
         }),
     });
 
+    println!();
     println!(
         "| case | rows | tokens | seconds (median) | min–max | tok/s | HF (issue) | × HF | target | met |"
     );

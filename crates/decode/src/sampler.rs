@@ -132,17 +132,20 @@ impl Candidates {
     }
 }
 
-/// First guess at how many tokens top-p needs; doubled for rows whose mass is not yet covered.
-const INITIAL_TOP_P_WIDTH: i64 = 64;
+/// Probability floor of the first pass of top-p: tokens below it are ignored unless the tokens
+/// above it carry less than `p` (then the floor drops and the row is scanned again).
+const FIRST_FLOOR: f32 = 1e-4;
 
 /// The candidate set of every row of `logits` `[batch, vocab]` (float32): temperature, then
 /// top-k, then top-p (Hugging Face's order). Greedy parameters give the single argmax.
 ///
-/// Top-p is exact without sorting the vocabulary: take the `k` largest logits, normalise with the
-/// log-sum-exp of the whole row (or of the top-k set when top-k is on, as Hugging Face does), and
-/// if their mass has not reached `p`, double `k` and repeat for those rows.
+/// Top-p is exact without sorting the vocabulary: the nucleus (the shortest most-probable prefix
+/// with mass ≥ p) lies inside the set of tokens with probability ≥ some floor whenever that set's
+/// mass reaches p. So only the tokens above a floor are sorted — typically tens to hundreds —
+/// and the floor is lowered in the rare row where they do not carry p. The log-sum-exp over the
+/// vocabulary runs in libtorch; the per-row filtering is a single comparison pass in Rust.
 pub fn candidates(logits: &Tensor, params: &SamplingParams) -> Vec<Candidates> {
-    let (batch, vocab) = (logits.size()[0], logits.size()[1]);
+    let vocab = logits.size()[1] as usize;
     if params.is_greedy() {
         let (values, ids) = logits.topk(1, -1, true, true);
         let values =
@@ -162,69 +165,109 @@ pub fn candidates(logits: &Tensor, params: &SamplingParams) -> Vec<Candidates> {
     } else {
         logits / params.temperature
     };
-    let top_k = params.top_k.map(|k| (k as i64).min(vocab));
-    // Normaliser of the distribution top-p sees.
-    let limit = top_k.unwrap_or(vocab);
-    let nucleus = params.top_p.is_some_and(|p| p < 1.0);
-    let mut width = if nucleus {
-        INITIAL_TOP_P_WIDTH.min(limit)
-    } else {
-        limit
-    };
-    let norm = match top_k {
-        Some(k) => scaled
-            .topk(k, -1, true, true)
-            .0
-            .logsumexp(&[-1i64][..], false),
-        None => scaled.logsumexp(&[-1i64][..], false),
-    };
-    let norm = Vec::<f32>::try_from(norm.to_device(tch::Device::Cpu)).expect("normalisers");
-    let mut rows: Vec<Option<Candidates>> = vec![None; batch as usize];
-    let mut pending: Vec<i64> = (0..batch).collect();
-    while !pending.is_empty() {
-        let index = Tensor::from_slice(&pending).to_device(logits.device());
-        let (values, ids) = scaled.index_select(0, &index).topk(width, -1, true, true);
-        let values = Vec::<Vec<f32>>::try_from(values.to_device(tch::Device::Cpu)).expect("values");
-        let ids = Vec::<Vec<i64>>::try_from(ids.to_device(tch::Device::Cpu)).expect("ids");
-        let mut still = Vec::new();
-        for ((&row, values), ids) in pending.iter().zip(values).zip(ids) {
-            match keep_count(&values, norm[row as usize], params.top_p, width == limit) {
-                Some(n) => {
-                    rows[row as usize] = Some(Candidates {
-                        ids: ids[..n].to_vec(),
-                        logits: values[..n].to_vec(),
-                    })
-                }
-                None => still.push(row),
-            }
+    let scaled = scaled
+        .to_kind(Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .contiguous();
+    let top_k = params.top_k.filter(|&k| k < vocab);
+    // With top-k on, top-p normalises over the top-k set (as Hugging Face does), computed per row
+    // below; otherwise over the whole row.
+    let row_norms = match top_k {
+        Some(_) => None,
+        None => {
+            Some(Vec::<f32>::try_from(scaled.logsumexp(&[-1i64][..], false)).expect("normalisers"))
         }
-        pending = still;
-        width = (width * 2).min(limit);
-    }
-    rows.into_iter()
-        .map(|r| r.expect("every row resolved"))
+    };
+    let flat = Vec::<f32>::try_from(scaled.view([-1])).expect("logits");
+    let top_p = params.top_p.filter(|&p| p < 1.0);
+    flat.chunks(vocab)
+        .enumerate()
+        .map(|(row, values)| match top_k {
+            Some(k) => top_k_candidates(values, k, top_p),
+            None => nucleus_candidates(values, row_norms.as_ref().expect("norms")[row], top_p),
+        })
         .collect()
 }
 
-/// How many of the descending `values` survive top-p, or `None` if the mass seen so far is below
-/// `p` and more tokens are needed (only possible when `complete` is false). A token is kept when
-/// the mass strictly above it is below `p` — the smallest prefix whose mass reaches `p`.
-fn keep_count(values: &[f32], log_norm: f32, top_p: Option<f64>, complete: bool) -> Option<usize> {
-    let Some(p) = top_p.filter(|&p| p < 1.0) else {
-        // Without top-p the whole top-k set (or vocabulary) is kept; the caller asked for it all.
-        return complete.then_some(values.len());
-    };
+/// Candidates sorted by descending logit, ties by ascending id (deterministic).
+fn sorted(values: &[f32], mut ids: Vec<u32>) -> Vec<(u32, f32)> {
+    let mut pairs: Vec<(u32, f32)> = ids.drain(..).map(|i| (i, values[i as usize])).collect();
+    pairs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    pairs
+}
+
+/// The shortest prefix of `pairs` (descending) whose mass under normaliser `log_norm` reaches
+/// `p`, or `None` if the whole list falls short. A token is kept while the mass strictly above it
+/// is below `p`.
+fn nucleus_prefix(pairs: &[(u32, f32)], log_norm: f32, p: f64) -> Option<usize> {
     let mut above = 0.0f64;
-    for (i, &v) in values.iter().enumerate() {
+    for (i, &(_, z)) in pairs.iter().enumerate() {
         if above >= p {
-            return Some(i.max(1));
+            return Some(i);
         }
-        above += f64::from(v - log_norm).exp();
+        above += f64::from(z - log_norm).exp();
     }
-    if complete || above >= p {
-        Some(values.len())
-    } else {
-        None
+    (above >= p).then_some(pairs.len())
+}
+
+fn into_candidates(pairs: &[(u32, f32)]) -> Candidates {
+    Candidates {
+        ids: pairs.iter().map(|&(i, _)| i64::from(i)).collect(),
+        logits: pairs.iter().map(|&(_, z)| z).collect(),
+    }
+}
+
+fn top_k_candidates(values: &[f32], k: usize, top_p: Option<f64>) -> Candidates {
+    let mut ids: Vec<u32> = (0..values.len() as u32).collect();
+    ids.select_nth_unstable_by(k - 1, |&a, &b| {
+        values[b as usize]
+            .total_cmp(&values[a as usize])
+            .then(a.cmp(&b))
+    });
+    ids.truncate(k);
+    let pairs = sorted(values, ids);
+    let n = match top_p {
+        None => pairs.len(),
+        Some(p) => {
+            let max = pairs[0].1;
+            let log_norm = max
+                + pairs
+                    .iter()
+                    .map(|&(_, z)| (z - max).exp())
+                    .sum::<f32>()
+                    .ln();
+            nucleus_prefix(&pairs, log_norm, p).unwrap_or(pairs.len())
+        }
+    };
+    into_candidates(&pairs[..n])
+}
+
+fn nucleus_candidates(values: &[f32], log_norm: f32, top_p: Option<f64>) -> Candidates {
+    let Some(p) = top_p else {
+        let all = sorted(values, (0..values.len() as u32).collect());
+        return into_candidates(&all);
+    };
+    let mut floor = FIRST_FLOOR;
+    loop {
+        // Below about 1e-30 every finite logit passes: this round is the whole row.
+        let cut = if floor < 1e-30 {
+            f32::NEG_INFINITY
+        } else {
+            log_norm + floor.ln()
+        };
+        let above: Vec<u32> = values
+            .iter()
+            .enumerate()
+            .filter(|(_, &z)| z >= cut)
+            .map(|(i, _)| i as u32)
+            .collect();
+        let pairs = sorted(values, above);
+        match nucleus_prefix(&pairs, log_norm, p) {
+            Some(n) => return into_candidates(&pairs[..n]),
+            // Rounding can leave the full row a hair under p: then the whole row is the nucleus.
+            None if cut == f32::NEG_INFINITY => return into_candidates(&pairs),
+            None => floor *= 1e-4,
+        }
     }
 }
 
@@ -330,6 +373,26 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn flat_rows_lower_the_probability_floor() {
+        // Every token is below the first floor (1/20000 < 1e-4): the first pass finds nothing.
+        let logits = random_logits(2, 20_000, 0.05, 9);
+        let rows = Vec::<Vec<f32>>::try_from(&logits).unwrap();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.9),
+        };
+        for (row, cand) in rows.iter().zip(candidates(&logits, &params)) {
+            let mut want = reference(row, &params);
+            let mut got = cand.ids.clone();
+            assert!(got.len() > 17_000, "kept {}", got.len());
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want);
         }
     }
 

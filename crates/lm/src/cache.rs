@@ -7,11 +7,30 @@ use tch::{Device, Kind, Tensor};
 /// real tokens (left padding is not) and how many real tokens each row has seen (its next position).
 #[derive(Debug)]
 pub struct KvCache {
+    /// Per layer: key and value buffers `[batch, kv_heads, capacity, head_dim]`; the first
+    /// `seq_len()` positions are filled. Preallocated so a decoding step writes one position
+    /// instead of copying the whole cache.
     layers: Vec<Option<(Tensor, Tensor)>>,
     /// `[batch, seq]` bool: true where the cached position holds a real token.
     key_mask: Option<Tensor>,
     /// `[batch]` int64: count of real tokens so far; the next real token's position id.
     real_tokens: Option<Tensor>,
+    /// Whether any cached position is left padding (then attention needs an explicit mask).
+    has_padding: bool,
+}
+
+/// Capacity grows in steps of this many positions.
+const CAPACITY_STEP: i64 = 64;
+
+/// What attention must mask, from cheapest to most general.
+#[derive(Debug)]
+pub enum AttentionMask {
+    /// Nothing: one new token per row and no padding anywhere.
+    None,
+    /// Plain causal mask over the new tokens (empty cache, no padding).
+    Causal,
+    /// Boolean `[batch, 1, t, past + t]`, true where attention is allowed.
+    Explicit(Tensor),
 }
 
 impl KvCache {
@@ -20,6 +39,7 @@ impl KvCache {
             layers: (0..num_layers).map(|_| None).collect(),
             key_mask: None,
             real_tokens: None,
+            has_padding: false,
         }
     }
 
@@ -78,6 +98,7 @@ impl KvCache {
                 .collect(),
             key_mask: self.key_mask.as_ref().map(copy),
             real_tokens: self.real_tokens.as_ref().map(copy),
+            has_padding: self.has_padding,
         }
     }
 
@@ -93,14 +114,23 @@ impl KvCache {
         offset.clamp_min(0) * &mask
     }
 
-    /// Boolean attention mask `[batch, 1, t, past + t]` for new tokens with real-token mask
-    /// `new_mask` `[batch, t]`: causal, never onto left padding. Each position may always attend to
-    /// itself, so a padding query has one allowed key and softmax stays finite (an all-masked row
-    /// would give NaN, and NaN times a zero attention weight still poisons real rows).
-    pub fn attention_mask(&self, new_mask: &Tensor) -> Tensor {
-        let device = new_mask.device();
+    /// The attention mask for new tokens with real-token mask `new_mask` `[batch, t]`: causal,
+    /// never onto left padding. Each position may always attend to itself, so a padding query has
+    /// one allowed key and softmax stays finite (an all-masked row would give NaN, and NaN times
+    /// a zero attention weight still poisons real rows). Without padding the mask is implicit.
+    pub fn attention_mask(&self, new_mask: &Tensor) -> AttentionMask {
         let t = new_mask.size()[1];
         let past = self.seq_len();
+        let new_padding = new_mask.min().int64_value(&[]) == 0;
+        if !self.has_padding && !new_padding {
+            if t == 1 {
+                return AttentionMask::None;
+            }
+            if past == 0 {
+                return AttentionMask::Causal;
+            }
+        }
+        let device = new_mask.device();
         let keys_real = match &self.key_mask {
             Some(m) => Tensor::cat(&[m, &new_mask.to_kind(Kind::Bool)], 1),
             None => new_mask.to_kind(Kind::Bool),
@@ -110,24 +140,43 @@ impl KvCache {
         let causal = key_pos.le_tensor(&query_pos);
         let itself = key_pos.eq_tensor(&query_pos);
         let allowed = causal.logical_and(&keys_real.unsqueeze(1).logical_or(&itself));
-        allowed.unsqueeze(1)
+        AttentionMask::Explicit(allowed.unsqueeze(1))
     }
 
-    /// Appends one layer's new keys/values and returns the full keys/values for attention.
+    /// Writes one layer's new keys/values `[batch, kv_heads, t, head_dim]` after the cached ones
+    /// and returns views of all of them for attention. Call for every layer, then
+    /// [`commit_tokens`](Self::commit_tokens) once.
     pub fn extend_layer(&mut self, layer: usize, k: Tensor, v: Tensor) -> (Tensor, Tensor) {
+        let past = self.seq_len();
+        let t = k.size()[2];
+        let needed = past + t;
         let slot = &mut self.layers[layer];
-        let (k, v) = match slot.take() {
-            Some((pk, pv)) => (Tensor::cat(&[pk, k], 2), Tensor::cat(&[pv, v], 2)),
-            None => (k, v),
+        let grow = |old: Option<&Tensor>, new: &Tensor| {
+            let mut shape = new.size();
+            shape[2] = (needed + CAPACITY_STEP - 1) / CAPACITY_STEP * CAPACITY_STEP;
+            let buffer = Tensor::zeros(&shape, (new.kind(), new.device()));
+            if let Some(old) = old {
+                buffer.narrow(2, 0, past).copy_(&old.narrow(2, 0, past));
+            }
+            buffer
         };
-        *slot = Some((k.shallow_clone(), v.shallow_clone()));
-        (k, v)
+        let (kb, vb) = match slot.take() {
+            Some((kb, vb)) if kb.size()[2] >= needed => (kb, vb),
+            Some((kb, vb)) => (grow(Some(&kb), &k), grow(Some(&vb), &v)),
+            None => (grow(None, &k), grow(None, &v)),
+        };
+        kb.narrow(2, past, t).copy_(&k);
+        vb.narrow(2, past, t).copy_(&v);
+        let views = (kb.narrow(2, 0, needed), vb.narrow(2, 0, needed));
+        *slot = Some((kb, vb));
+        views
     }
 
     /// Records that the tokens with real-token mask `new_mask` were appended. Call once per forward
     /// pass, after all layers ran.
     pub fn commit_tokens(&mut self, new_mask: &Tensor) {
         let new_mask = new_mask.to_kind(Kind::Bool);
+        self.has_padding |= new_mask.all().int64_value(&[]) == 0;
         let added = new_mask.sum_dim_intlist(1, false, Kind::Int64);
         self.real_tokens = Some(match &self.real_tokens {
             Some(r) => r + added,

@@ -6,7 +6,7 @@ use tch::{Kind, Tensor};
 
 use crate::cache::KvCache;
 use crate::config::Gpt2Config;
-use crate::nn::{merge_heads, split_heads, LayerNorm, Linear};
+use crate::nn::{attention, merge_heads, split_heads, LayerNorm, Linear};
 use crate::weights::Weights;
 use crate::{CausalLm, ModelInfo};
 
@@ -23,6 +23,8 @@ struct Block {
 
 pub struct Gpt2 {
     wte: Tensor,
+    /// Tied to `wte`; a transposed copy in `Linear`'s fast layout.
+    lm_head: Linear,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -95,6 +97,7 @@ impl Gpt2 {
         let device = wte.device();
         let kind = wte.kind();
         Ok(Self {
+            lm_head: Linear::from_weight(&wte, None),
             wte,
             wpe,
             blocks,
@@ -147,16 +150,7 @@ impl CausalLm for Gpt2 {
             let k = split_heads(&qkv[1], self.heads, self.head_dim);
             let v = split_heads(&qkv[2], self.heads, self.head_dim);
             let (k, v) = cache.extend_layer(i, k, v);
-            let attn = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(&mask),
-                0.0,
-                false,
-                block.scale,
-                false,
-            );
+            let attn = attention(&q, &k, &v, &mask, Some(block.scale));
             x += block.attn_proj.forward(&merge_heads(&attn));
             let inner = block
                 .c_fc
@@ -169,8 +163,6 @@ impl CausalLm for Gpt2 {
     }
 
     fn logits(&self, hidden: &Tensor) -> Tensor {
-        hidden
-            .linear::<&Tensor>(&self.wte, None)
-            .to_kind(Kind::Float)
+        self.lm_head.forward(hidden).to_kind(Kind::Float)
     }
 }

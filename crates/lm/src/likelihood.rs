@@ -49,14 +49,17 @@ pub fn continuation_nll(
         let width = ids.size()[1] as usize;
         let mut cache = model.new_cache();
         let hidden = model.forward_hidden(&ids, &mask, &mut cache);
-        // Position t predicts token t + 1.
-        let log_probs = model
-            .logits(&hidden.narrow(1, 0, width as i64 - 1))
-            .log_softmax(-1, Kind::Float);
-        let targets = ids.narrow(1, 1, width as i64 - 1);
-        let token_lp = log_probs
+        // Position t predicts token t + 1. Left padding puts every continuation at the end of
+        // its row, so only the last `scored` positions need logits; log p = logit[target] −
+        // logsumexp(logits), without materialising a [batch, t, vocab] log-softmax.
+        let scored = chunk.iter().map(|(_, c)| c.len()).max().unwrap_or(1) as i64;
+        let start = width as i64 - 1 - scored;
+        let logits = model.logits(&hidden.narrow(1, start, scored));
+        let targets = ids.narrow(1, start + 1, scored);
+        let token_lp = logits
             .gather(2, &targets.unsqueeze(-1), false)
-            .squeeze_dim(-1);
+            .squeeze_dim(-1)
+            - logits.logsumexp(&[-1i64][..], false);
         let token_lp =
             Vec::<Vec<f32>>::try_from(token_lp.to_kind(Kind::Float).to_device(tch::Device::Cpu))?;
         for ((_, continuation), row) in chunk.iter().zip(token_lp) {

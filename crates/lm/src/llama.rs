@@ -4,9 +4,9 @@
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use crate::cache::KvCache;
+use crate::cache::{AttentionMask, KvCache};
 use crate::config::{LlamaConfig, RopeScaling};
-use crate::nn::{merge_heads, split_heads, Linear, RmsNorm};
+use crate::nn::{attention, merge_heads, Linear, RmsNorm};
 use crate::weights::Weights;
 use crate::{CausalLm, ModelInfo};
 
@@ -52,28 +52,31 @@ struct Rotary {
 }
 
 impl Rotary {
-    /// cos and sin `[batch, 1, t, head_dim]` for position ids `[batch, t]`.
+    /// cos and signed sin `[batch, t, 1, head_dim]` for position ids `[batch, t]`, shaped to
+    /// broadcast over heads in the `[batch, t, heads, head_dim]` layout. The sin's first half is
+    /// negated so that `rotate_half(x) * sin == x.roll(half) * signed_sin`.
     fn cos_sin(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * self.inv_freq.view([1, 1, -1]);
-        let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(1);
-        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+        let cos = freqs.cos();
+        let sin = freqs.sin();
+        let cos = Tensor::cat(&[&cos, &cos], -1).unsqueeze(2);
+        let signed_sin = Tensor::cat(&[&(-&sin), &sin], -1).unsqueeze(2);
+        (cos.to_kind(kind), signed_sin.to_kind(kind))
     }
 }
 
-/// The "rotate half" convention of Hugging Face's Llama (not the interleaved one of Meta's code;
-/// the checkpoint's Q/K rows are stored for this convention).
-fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+/// Hugging Face Llama's "rotate half" rotary embedding (not the interleaved form of Meta's code;
+/// converted checkpoints store Q/K rows for this one), on `[batch, t, heads, head_dim]`.
+fn apply_rotary(x: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Tensor {
     let half = x.size()[3] / 2;
-    let x1 = x.narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    let rotated = Tensor::cat(&[&(-x2), &x1], 3);
-    x * cos + rotated * sin
+    x * cos + x.roll([half], [3]) * signed_sin
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// Q, K and V projections stacked into one `[(heads + 2 kv_heads) * head_dim, hidden]`
+    /// matrix: one matmul per layer instead of three, which at batch 1 streams the weights
+    /// closer to memory bandwidth.
+    qkv_proj: Linear,
     o_proj: Linear,
     heads: i64,
     kv_heads: i64,
@@ -83,39 +86,17 @@ struct Attention {
 impl Attention {
     fn load(c: &LlamaConfig, w: &mut Weights, prefix: &str) -> Result<Self> {
         let (h, hd) = (c.hidden_size, c.head_dim);
-        // Llama checkpoints have no attention biases; Qwen-style ones would, and are refused by
-        // the shape check on the missing names rather than silently mis-loaded.
+        let (heads, kv_heads) = (c.num_attention_heads, c.num_key_value_heads);
+        // Llama checkpoints have no attention biases; a checkpoint with them (Qwen-style) is
+        // refused as having unused tensors rather than silently mis-loaded.
+        let q = Linear::load(w, &format!("{prefix}.q_proj"), h, heads * hd, false)?;
+        let k = Linear::load(w, &format!("{prefix}.k_proj"), h, kv_heads * hd, false)?;
+        let v = Linear::load(w, &format!("{prefix}.v_proj"), h, kv_heads * hd, false)?;
         Ok(Self {
-            q_proj: Linear::load(
-                w,
-                &format!("{prefix}.q_proj"),
-                h,
-                c.num_attention_heads * hd,
-                false,
-            )?,
-            k_proj: Linear::load(
-                w,
-                &format!("{prefix}.k_proj"),
-                h,
-                c.num_key_value_heads * hd,
-                false,
-            )?,
-            v_proj: Linear::load(
-                w,
-                &format!("{prefix}.v_proj"),
-                h,
-                c.num_key_value_heads * hd,
-                false,
-            )?,
-            o_proj: Linear::load(
-                w,
-                &format!("{prefix}.o_proj"),
-                c.num_attention_heads * hd,
-                h,
-                false,
-            )?,
-            heads: c.num_attention_heads,
-            kv_heads: c.num_key_value_heads,
+            qkv_proj: Linear::stack(&[q, k, v]),
+            o_proj: Linear::load(w, &format!("{prefix}.o_proj"), heads * hd, h, false)?,
+            heads,
+            kv_heads,
             head_dim: hd,
         })
     }
@@ -124,42 +105,56 @@ impl Attention {
         &self,
         x: &Tensor,
         cos_sin: &(Tensor, Tensor),
-        mask: &Tensor,
+        mask: &AttentionMask,
         layer: usize,
         cache: &mut KvCache,
     ) -> Tensor {
-        let q = split_heads(&self.q_proj.forward(x), self.heads, self.head_dim);
-        let k = split_heads(&self.k_proj.forward(x), self.kv_heads, self.head_dim);
-        let v = split_heads(&self.v_proj.forward(x), self.kv_heads, self.head_dim);
-        let q = apply_rotary(&q, &cos_sin.0, &cos_sin.1);
-        let k = apply_rotary(&k, &cos_sin.0, &cos_sin.1);
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let qkv =
+            self.qkv_proj
+                .forward(x)
+                .view([b, t, self.heads + 2 * self.kv_heads, self.head_dim]);
+        // Rotate Q and K heads together, in the projection's own layout.
+        let qk = apply_rotary(
+            &qkv.narrow(2, 0, self.heads + self.kv_heads),
+            &cos_sin.0,
+            &cos_sin.1,
+        );
+        let q = qk.narrow(2, 0, self.heads).transpose(1, 2);
+        let k = qk.narrow(2, self.heads, self.kv_heads).transpose(1, 2);
+        let v = qkv
+            .narrow(2, self.heads + self.kv_heads, self.kv_heads)
+            .transpose(1, 2);
         let (k, v) = cache.extend_layer(layer, k, v);
-        let gqa = self.kv_heads != self.heads;
-        let out =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, gqa);
-        self.o_proj.forward(&merge_heads(&out))
+        self.o_proj
+            .forward(&merge_heads(&attention(&q, &k, &v, mask, None)))
     }
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// Gate and up projections stacked `[2 * intermediate, hidden]`: one matmul.
+    gate_up_proj: Linear,
     down_proj: Linear,
+    intermediate: i64,
 }
 
 impl Mlp {
     fn load(c: &LlamaConfig, w: &mut Weights, prefix: &str) -> Result<Self> {
         let (h, i) = (c.hidden_size, c.intermediate_size);
+        let gate = Linear::load(w, &format!("{prefix}.gate_proj"), h, i, false)?;
+        let up = Linear::load(w, &format!("{prefix}.up_proj"), h, i, false)?;
         Ok(Self {
-            gate_proj: Linear::load(w, &format!("{prefix}.gate_proj"), h, i, false)?,
-            up_proj: Linear::load(w, &format!("{prefix}.up_proj"), h, i, false)?,
+            gate_up_proj: Linear::stack(&[gate, up]),
             down_proj: Linear::load(w, &format!("{prefix}.down_proj"), i, h, false)?,
+            intermediate: i,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let gate = self.gate_proj.forward(x).silu();
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)))
+        let gate_up = self.gate_up_proj.forward(x);
+        let gate = gate_up.narrow(-1, 0, self.intermediate).silu();
+        self.down_proj
+            .forward(&(gate * gate_up.narrow(-1, self.intermediate, self.intermediate)))
     }
 }
 
@@ -174,8 +169,7 @@ pub struct Llama {
     embed_tokens: Tensor,
     layers: Vec<Block>,
     norm: RmsNorm,
-    /// `None` when the head is tied to `embed_tokens`.
-    lm_head: Option<Tensor>,
+    lm_head: Linear,
     rotary: Rotary,
     info: ModelInfo,
 }
@@ -207,11 +201,18 @@ impl Llama {
         }
         let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps)?;
         // Some tied checkpoints still store a copy of the head; it equals the embedding then.
-        let lm_head = if w.contains("lm_head.weight") {
-            let head = w.take("lm_head.weight", &[c.vocab_size, c.hidden_size])?;
-            (!c.tie_word_embeddings).then_some(head)
+        // A tied head is kept as its own transposed copy (`Linear`'s fast layout): the vocabulary
+        // projection is the largest matmul of a step.
+        let lm_head = if w.contains("lm_head.weight") && !c.tie_word_embeddings {
+            Linear::from_weight(
+                &w.take("lm_head.weight", &[c.vocab_size, c.hidden_size])?,
+                None,
+            )
         } else if c.tie_word_embeddings {
-            None
+            if w.contains("lm_head.weight") {
+                let _redundant_copy = w.take("lm_head.weight", &[c.vocab_size, c.hidden_size])?;
+            }
+            Linear::from_weight(&embed_tokens, None)
         } else {
             bail!(
                 "{}: missing tensor \"lm_head.weight\" and tie_word_embeddings is false",
@@ -290,8 +291,7 @@ impl CausalLm for Llama {
     }
 
     fn logits(&self, hidden: &Tensor) -> Tensor {
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
-        hidden.linear::<&Tensor>(head, None).to_kind(Kind::Float)
+        self.lm_head.forward(hidden).to_kind(Kind::Float)
     }
 }
 

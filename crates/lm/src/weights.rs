@@ -141,11 +141,7 @@ fn read_safetensors_into(
         let tensor = Tensor::f_from_data_size(view.data(), &shape, file_kind)
             .with_context(|| format!("{}: cannot read tensor {name:?}", file.display()))?;
         // Integer buffers (e.g. GPT-2's attention bias masks) keep their kind.
-        let target_kind = if is_float(file_kind) {
-            kind
-        } else {
-            file_kind
-        };
+        let target_kind = if is_float(file_kind) { kind } else { file_kind };
         out.insert(name, tensor.to_device(device).to_kind(target_kind));
     }
     Ok(())
@@ -153,5 +149,8 @@ fn read_safetensors_into(
 
 /// Whether a tch kind is a floating-point type (converted to the requested dtype on load).
 fn is_float(kind: Kind) -> bool {
-    matches!(kind, Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double)
+    matches!(
+        kind,
+        Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
+    )
 }

@@ -83,3 +83,26 @@ fn forked_cache_rows_match_full_recompute_llama() {
 fn forked_cache_rows_match_full_recompute_gpt2() {
     check("tiny-gpt2");
 }
+
+/// Decoding past the cache's preallocated capacity (64 positions) grows it without changing
+/// results: one token at a time through 100 positions equals one full forward pass.
+#[test]
+fn cache_growth_keeps_results() {
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let loaded = load_cpu_f32(&fixture(name));
+        let model = loaded.model.as_ref();
+        let ids: Vec<i64> = (0..100).map(|i| (i * 37 + 11) % 1000).collect();
+        let (full, _) = run_single(model, &ids);
+        let mut cache = model.new_cache();
+        let first = Tensor::from_slice(&ids[..3]).unsqueeze(0);
+        let _ = tch::no_grad(|| model.forward_hidden(&first, &first.ones_like(), &mut cache));
+        for (t, &id) in ids.iter().enumerate().skip(3) {
+            let step = Tensor::from_slice(&[id]).unsqueeze(0);
+            let hidden =
+                tch::no_grad(|| model.forward_hidden(&step, &step.ones_like(), &mut cache));
+            let d = max_abs_diff(&hidden.get(0).get(0), &full.get(t as i64));
+            assert!(d <= TOLERANCE, "{name}: position {t} differs by {d}");
+        }
+        assert_eq!(cache.seq_len(), 100);
+    }
+}
