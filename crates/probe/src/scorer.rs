@@ -1,0 +1,84 @@
+//! The `minilm` toxicity scorer: MiniLM sentence embedding → trained logistic head.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use lm::DeviceChoice;
+use score::{ScoreFailure, ScoreResult, ToxicityScorer};
+use tch::Kind;
+
+use crate::{LinearHead, MiniLmEmbedder};
+
+pub struct MiniLmScorer {
+    embedder: MiniLmEmbedder,
+    head: LinearHead,
+    /// Fingerprint of the head file, part of the cache id.
+    fingerprint: String,
+    batch_size: usize,
+}
+
+impl MiniLmScorer {
+    /// The head trained by `detox train-scorer` and committed with the project.
+    pub fn default_head() -> PathBuf {
+        paths::project_root().join("configs/scorers/minilm-toxicity-head.json")
+    }
+
+    pub fn load(encoder_dir: &Path, head_path: &Path, device: DeviceChoice) -> Result<Self> {
+        let embedder = MiniLmEmbedder::load(encoder_dir, device)?;
+        let head = LinearHead::load(head_path)?;
+        if head.weights.len() as i64 != embedder.dim() {
+            anyhow::bail!(
+                "{}: head has {} weights but the encoder's embeddings have {}",
+                head_path.display(),
+                head.weights.len(),
+                embedder.dim()
+            );
+        }
+        let bytes = std::fs::read(head_path)?;
+        let fingerprint = format!("{:016x}", fnv1a(&bytes));
+        Ok(Self {
+            embedder,
+            head,
+            fingerprint,
+            batch_size: 64,
+        })
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl ToxicityScorer for MiniLmScorer {
+    fn id(&self) -> String {
+        format!("minilm-head:{}", self.fingerprint)
+    }
+
+    fn score_batch(&mut self, texts: &[&str]) -> Vec<ScoreResult> {
+        let scorable: Vec<usize> = (0..texts.len())
+            .filter(|&i| !texts[i].trim().is_empty())
+            .collect();
+        let inputs: Vec<&str> = scorable.iter().map(|&i| texts[i]).collect();
+        let mut out: Vec<ScoreResult> = vec![Err(ScoreFailure::EmptyText); texts.len()];
+        let probabilities = self
+            .embedder
+            .embed(&inputs, self.batch_size)
+            .map(|x| Vec::<f32>::try_from(self.head.predict(&x).to_kind(Kind::Float)));
+        match probabilities {
+            Ok(Ok(p)) => {
+                for (&i, p) in scorable.iter().zip(p) {
+                    out[i] = Ok(p);
+                }
+            }
+            Ok(Err(e)) => scorable
+                .iter()
+                .for_each(|&i| out[i] = Err(ScoreFailure::Other(e.to_string()))),
+            Err(e) => scorable
+                .iter()
+                .for_each(|&i| out[i] = Err(ScoreFailure::Other(format!("{e:#}")))),
+        }
+        out
+    }
+}
