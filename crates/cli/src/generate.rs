@@ -2,8 +2,7 @@
 //! settings skips the (prompt id, sample index) pairs already written, so a killed run resumes.
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,8 +11,10 @@ use decode::{FinishReason, Request, SamplingParams, Settings};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::prompts::{self, Prompt};
+use crate::jsonl;
 use crate::ModelArgs;
+use data::prompts::user::{self, UserOptions};
+use data::Prompt;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -22,7 +23,8 @@ pub struct GenerateArgs {
     /// A prompt (repeatable).
     #[arg(long, conflicts_with = "prompts")]
     pub prompt: Vec<String>,
-    /// Prompt file: plain text, one prompt per line, or .jsonl with a "text" (and optional "id").
+    /// Prompt file: plain text, one prompt per line (ids `line-N`), or .jsonl with "text" and
+    /// optional "id" and "group" (BOLD-style groups are kept in the output for per-group metrics).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
     /// Samples per prompt.
@@ -62,12 +64,21 @@ struct Record {
     finish_reason: FinishReason,
     /// Fingerprint of model and decoding settings; a file holds one setting only.
     settings: String,
+    /// The prompt's group (BOLD) or category (AttaQ), when its source has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let prompts = match &args.prompts {
-        Some(path) => prompts::from_file(path)?,
-        None if !args.prompt.is_empty() => prompts::from_args(&args.prompt),
+    let prompts: Vec<Prompt> = match &args.prompts {
+        Some(path) => user::load(&UserOptions::new(path))?.prompts,
+        // Command-line prompts are numbered `arg-1`, `arg-2`, … in the order given.
+        None if !args.prompt.is_empty() => args
+            .prompt
+            .iter()
+            .enumerate()
+            .map(|(i, text)| Prompt::new(format!("arg-{}", i + 1), text.clone(), "command line"))
+            .collect(),
         None => bail!("give prompts with --prompt TEXT or --prompts FILE"),
     };
     let sampling = SamplingParams {
@@ -88,10 +99,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
 
     let loaded = args.model.load()?;
     let mut requests = Vec::new();
-    let mut prompt_text = std::collections::HashMap::new();
-    for Prompt { id, text } in &prompts {
+    let mut by_id = std::collections::HashMap::new();
+    for prompt in &prompts {
+        let (id, text) = (&prompt.id, &prompt.text);
         let ids = loaded.tokenizer.encode(text)?;
-        prompt_text.insert(id.clone(), text.clone());
+        by_id.insert(id.clone(), prompt);
         requests.extend(
             Request::samples(id, &ids, args.n)
                 .into_iter()
@@ -106,15 +118,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    if let Some(parent) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("{}: cannot create folder", parent.display()))?;
-    }
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.out)
-        .with_context(|| format!("{}: cannot open for appending", args.out.display()))?;
+    let mut file = jsonl::open_append(&args.out)?;
 
     let progress = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} samples, eta {eta}")
@@ -134,7 +138,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             new_tokens += g.token_ids.len();
             let record = Record {
                 text: loaded.tokenizer.decode(&g.token_ids)?,
-                prompt: prompt_text[&g.prompt_id].clone(),
+                prompt: by_id[&g.prompt_id].text.clone(),
+                group: by_id[&g.prompt_id].group.clone(),
                 prompt_id: g.prompt_id,
                 sample_index: g.sample_index,
                 token_ids: g.token_ids,
@@ -181,54 +186,19 @@ fn settings_fingerprint(model_dir: &Path, settings: &Settings) -> String {
     format!("{:016x}", decode::stable_hash(description.as_bytes()))
 }
 
-/// (prompt id, sample index) pairs already in `path`. A last line without its newline (the process
-/// was killed mid-write) is cut off so appending continues on a clean line.
+/// (prompt id, sample index) pairs already in `path` (a torn last line is cut off, see
+/// [`jsonl::read_resumable`]); a record written with other settings is an error.
 fn read_finished(path: &Path, fingerprint: &str) -> Result<HashSet<(String, u64)>> {
     let mut done = HashSet::new();
-    if !path.exists() {
-        return Ok(done);
-    }
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let mut line = String::new();
-    let mut number = 0;
-    let mut good_bytes = 0u64;
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        if !line.ends_with('\n') {
-            eprintln!(
-                "{}:{number}: dropping an unfinished last line",
-                path.display()
-            );
-            break;
-        }
-        let record: Record = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{number}: not a generation record", path.display()))?;
+    jsonl::read_resumable(path, "generation record", |_, record: Record| {
         if record.settings != fingerprint {
             bail!(
-                "{}:{number}: written with other model or decoding settings ({} vs {fingerprint}); use another --out",
-                path.display(),
+                "written with other model or decoding settings ({} vs {fingerprint}); use another --out",
                 record.settings
             );
         }
         done.insert((record.prompt_id, record.sample_index));
-        good_bytes += read as u64;
-    }
-    let size = std::fs::metadata(path)?.len();
-    if good_bytes < size {
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|f| f.set_len(good_bytes))
-            .with_context(|| format!("{}: cannot cut the unfinished line", path.display()))?;
-    }
+        Ok(())
+    })?;
     Ok(done)
 }

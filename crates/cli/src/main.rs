@@ -1,8 +1,15 @@
 //! `detox`: the command line of the detoxification harness.
 
+mod audit;
+mod evaluate;
 mod forward;
 mod generate;
-mod prompts;
+mod inspect;
+mod jsonl;
+mod labelled;
+mod score_cmd;
+mod scorers;
+mod train_scorer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,8 +39,19 @@ enum Command {
     },
     /// Sample continuations of prompts and append them to a JSONL file (resumable).
     Generate(generate::GenerateArgs),
+    /// Score the texts of a generations file with one scorer, through the score cache (resumable).
+    Score(score_cmd::ScoreArgs),
+    /// EMT, toxic rate, dist-n, per-group results, scorer agreement and judge perplexity as JSON.
+    Evaluate(evaluate::EvaluateArgs),
     /// Write logits [T, V] and final-norm hidden states [T, H] for token ids (debugging, parity).
     Forward(forward::ForwardArgs),
+    /// Train the `minilm` scorer's toxicity head on labelled text; prints held-out ROC-AUC.
+    TrainScorer(train_scorer::TrainScorerArgs),
+    /// ROC-AUC of a scorer on held-out labelled text, and its mean score per identity term on
+    /// non-toxic template sentences.
+    AuditScorer(audit::AuditScorerArgs),
+    /// Load every prompt and labelled source in the shared data folder and print their counts.
+    InspectData(inspect::InspectDataArgs),
 }
 
 /// Model, device and threading options shared by every command that loads a model.
@@ -82,7 +100,12 @@ fn main() -> ExitCode {
             .map(|report| eprintln!("{report}"))
             .map_err(anyhow::Error::from),
         Command::Generate(args) => generate::run(&args),
+        Command::Score(args) => score_cmd::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
         Command::Forward(args) => forward::run(&args),
+        Command::TrainScorer(args) => train_scorer::run(&args),
+        Command::AuditScorer(args) => audit::run(&args),
+        Command::InspectData(args) => inspect::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

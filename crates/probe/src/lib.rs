@@ -1,5 +1,5 @@
 //! Linear probes on model embeddings. Today: the toxicity head of the `minilm` scorer, a
-//! logistic regression on all-MiniLM-L6-v2 sentence embeddings, trained by `detox train-scorer`
+//! small classifier (one hidden layer) on all-MiniLM-L6-v2 sentence embeddings, trained by `detox train-scorer`
 //! and shipped as a small JSON artifact so a fresh machine scores without the training data.
 
 pub mod embed;
@@ -7,5 +7,5 @@ pub mod head;
 pub mod scorer;
 
 pub use embed::MiniLmEmbedder;
-pub use head::{LinearHead, TrainOptions};
+pub use head::{ProbeHead, TrainOptions};
 pub use scorer::MiniLmScorer;

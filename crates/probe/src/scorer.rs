@@ -1,4 +1,4 @@
-//! The `minilm` toxicity scorer: MiniLM sentence embedding → trained logistic head.
+//! The `minilm` toxicity scorer: MiniLM sentence embedding → trained probe head.
 
 use std::path::{Path, PathBuf};
 
@@ -7,11 +7,11 @@ use lm::DeviceChoice;
 use score::{ScoreFailure, ScoreResult, ToxicityScorer};
 use tch::Kind;
 
-use crate::{LinearHead, MiniLmEmbedder};
+use crate::{MiniLmEmbedder, ProbeHead};
 
 pub struct MiniLmScorer {
     embedder: MiniLmEmbedder,
-    head: LinearHead,
+    head: ProbeHead,
     /// Fingerprint of the head file, part of the cache id.
     fingerprint: String,
     batch_size: usize,
@@ -25,12 +25,12 @@ impl MiniLmScorer {
 
     pub fn load(encoder_dir: &Path, head_path: &Path, device: DeviceChoice) -> Result<Self> {
         let embedder = MiniLmEmbedder::load(encoder_dir, device)?;
-        let head = LinearHead::load(head_path)?;
-        if head.weights.len() as i64 != embedder.dim() {
+        let head = ProbeHead::load(head_path)?;
+        if head.input_dim() as i64 != embedder.dim() {
             anyhow::bail!(
-                "{}: head has {} weights but the encoder's embeddings have {}",
+                "{}: head expects {} features but the encoder's embeddings have {}",
                 head_path.display(),
-                head.weights.len(),
+                head.input_dim(),
                 embedder.dim()
             );
         }
