@@ -4,12 +4,13 @@ use anyhow::{bail, Result};
 use lm::DeviceChoice;
 use score::ToxicityScorer;
 
-/// Names accepted by `--scorer`.
-pub const SCORER_NAMES: [&str; 3] = ["minilm", "profanity", "perspective"];
+/// Names accepted by `--scorer` (plus `hf:DIR[#label]`).
+pub const SCORER_NAMES: [&str; 4] = ["minilm", "profanity", "perspective", "hf:DIR[#label]"];
 
 /// Builds a scorer: `minilm` (MiniLM encoder + the committed head), `profanity`
 /// (alt-profanity-check reimplemented), `perspective` (Perspective API; key from
-/// `PERSPECTIVE_API_KEY`).
+/// `PERSPECTIVE_API_KEY`), `hf:DIR[#label]` (a Hugging Face BERT/RoBERTa sequence classifier;
+/// the label defaults to the one named `toxic`).
 pub fn build(name: &str, device: DeviceChoice) -> Result<Box<dyn ToxicityScorer>> {
     Ok(match name {
         "minilm" => {
@@ -25,6 +26,18 @@ pub fn build(name: &str, device: DeviceChoice) -> Result<Box<dyn ToxicityScorer>
         "perspective" => Box::new(score::perspective::PerspectiveScorer::new(
             Default::default(),
         )?),
+        other if other.starts_with("hf:") => {
+            let spec = &other[3..];
+            let (dir, label) = match spec.split_once('#') {
+                Some((dir, label)) => (dir, Some(label)),
+                None => (spec, None),
+            };
+            Box::new(probe::HfClassifierScorer::load(
+                std::path::Path::new(dir),
+                label,
+                device,
+            )?)
+        }
         other => bail!(
             "unknown scorer {other:?} (expected one of: {})",
             SCORER_NAMES.join(", ")

@@ -108,6 +108,8 @@ pub struct BertEncoder {
     head_dim: i64,
     gelu_approximation: &'static str,
     roberta_padding_idx: Option<i64>,
+    /// `bert.`, `roberta.` or empty: how the checkpoint names the encoder's weights.
+    pub prefix: &'static str,
     pub config: BertConfig,
     pub device: Device,
 }
@@ -182,6 +184,7 @@ impl BertEncoder {
                 "tanh"
             },
             roberta_padding_idx,
+            prefix,
             config,
             device,
         };
@@ -261,4 +264,122 @@ pub fn right_pad(rows: &[Vec<i64>], pad: i64, device: Device) -> (Tensor, Tensor
         Tensor::from_slice(&ids).view(shape).to_device(device),
         Tensor::from_slice(&mask).view(shape).to_device(device),
     )
+}
+
+/// How a classifier's logits become a toxicity probability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelActivation {
+    /// Labels are exclusive (`single_label_classification`): softmax over labels.
+    Softmax,
+    /// Labels are independent (`multi_label_classification`, e.g. toxic-bert): sigmoid each.
+    Sigmoid,
+}
+
+/// A Hugging Face `BertForSequenceClassification` / `RobertaForSequenceClassification` folder
+/// used as a toxicity scorer: the probability of its toxic label.
+pub struct SequenceClassifier {
+    pub encoder: BertEncoder,
+    /// BERT: the pooler (dense + tanh on [CLS]); RoBERTa: `classifier.dense` (+ tanh on <s>).
+    pre: Linear,
+    out: Linear,
+    pub labels: Vec<String>,
+    pub toxic_label: usize,
+    pub activation: LabelActivation,
+}
+
+impl SequenceClassifier {
+    /// Loads the folder; `toxic_label` names the label to read (default: the one called `toxic`
+    /// or `toxicity`, or `LABEL_1` of a two-label model).
+    pub fn load(
+        dir: &Path,
+        device: DeviceChoice,
+        dtype: DtypeChoice,
+        toxic_label: Option<&str>,
+    ) -> Result<Self> {
+        let (encoder, mut w) = BertEncoder::load(dir, device, dtype)?;
+        let config = &encoder.config;
+        let h = config.hidden_size;
+        let mut labels: Vec<(usize, String)> = config
+            .id2label
+            .as_ref()
+            .with_context(|| {
+                format!(
+                    "{}: no id2label: not a sequence classifier",
+                    dir.join("config.json").display()
+                )
+            })?
+            .iter()
+            .map(|(id, name)| id.parse::<usize>().map(|i| (i, name.clone())))
+            .collect::<std::result::Result<_, _>>()
+            .with_context(|| {
+                format!(
+                    "{}: id2label keys must be integers",
+                    dir.join("config.json").display()
+                )
+            })?;
+        labels.sort();
+        let labels: Vec<String> = labels.into_iter().map(|(_, name)| name).collect();
+        let n = labels.len() as i64;
+        let (pre, out) = if encoder.prefix == "roberta." {
+            (
+                Linear::load(&mut w, "classifier.dense", h, h, true)?,
+                Linear::load(&mut w, "classifier.out_proj", h, n, true)?,
+            )
+        } else {
+            (
+                Linear::load(
+                    &mut w,
+                    &format!("{}pooler.dense", encoder.prefix),
+                    h,
+                    h,
+                    true,
+                )?,
+                Linear::load(&mut w, "classifier", h, n, true)?,
+            )
+        };
+        let lower: Vec<String> = labels.iter().map(|l| l.to_lowercase()).collect();
+        let toxic_label = match toxic_label {
+            Some(name) => lower.iter().position(|l| *l == name.to_lowercase()),
+            None => lower
+                .iter()
+                .position(|l| l == "toxic" || l == "toxicity")
+                .or_else(|| (lower == ["label_0", "label_1"]).then_some(1)),
+        }
+        .with_context(|| {
+            format!(
+                "{}: cannot tell which label is toxic among {labels:?}; name it (e.g. hf:DIR#toxic)",
+                dir.join("config.json").display()
+            )
+        })?;
+        let activation = match config.problem_type.as_deref() {
+            Some("multi_label_classification") => LabelActivation::Sigmoid,
+            _ => LabelActivation::Softmax,
+        };
+        Ok(Self {
+            encoder,
+            pre,
+            out,
+            labels,
+            toxic_label,
+            activation,
+        })
+    }
+
+    /// Label logits `[batch, labels]` for right-padded ids and mask.
+    pub fn logits(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        let first = self.encoder.forward(input_ids, attention_mask).select(1, 0);
+        self.out
+            .forward(&self.pre.forward(&first).tanh())
+            .to_kind(Kind::Float)
+    }
+
+    /// Probability of the toxic label `[batch]`.
+    pub fn toxicity(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Tensor {
+        let logits = self.logits(input_ids, attention_mask);
+        let probabilities = match self.activation {
+            LabelActivation::Softmax => logits.softmax(-1, Kind::Float),
+            LabelActivation::Sigmoid => logits.sigmoid(),
+        };
+        probabilities.select(1, self.toxic_label as i64)
+    }
 }

@@ -2,10 +2,12 @@
 //! small classifier (one hidden layer) on all-MiniLM-L6-v2 sentence embeddings, trained by `detox train-scorer`
 //! and shipped as a small JSON artifact so a fresh machine scores without the training data.
 
+pub mod classifier;
 pub mod embed;
 pub mod head;
 pub mod scorer;
 
+pub use classifier::HfClassifierScorer;
 pub use embed::MiniLmEmbedder;
 pub use head::{ProbeHead, TrainOptions};
 pub use scorer::MiniLmScorer;
