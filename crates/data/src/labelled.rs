@@ -515,19 +515,7 @@ pub fn load_identity_templates(
     let phrase_col = csv.column(path, "phrase")?;
     let mut tally = Tally::new(path, lenient);
     let mut sentences = Vec::new();
-    for (index, row) in csv.rows.into_iter().enumerate() {
-        tally.counts.read += 1;
-        let row = match row {
-            Ok(row) => row,
-            Err((line, what)) => {
-                tally.malformed(line, what)?;
-                continue;
-            }
-        };
-        if let Err(what) = row.check_width(csv.width) {
-            tally.malformed(row.line, what)?;
-            continue;
-        }
+    for (index, row) in csv.well_formed(&mut tally)? {
         let toxic = match row.fields[toxicity_col].trim() {
             "toxic" => true,
             "nontoxic" => false,

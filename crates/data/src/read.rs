@@ -89,6 +89,29 @@ pub(crate) struct Csv {
 }
 
 impl Csv {
+    /// The rows of the expected width with their 0-based index, in order. Each row counts as
+    /// read; a malformed one goes to `tally` (an error naming file:line unless lenient).
+    pub fn well_formed(self, tally: &mut Tally) -> Result<Vec<(usize, CsvRow)>> {
+        let width = self.width;
+        let mut rows = Vec::with_capacity(self.rows.len());
+        for (index, row) in self.rows.into_iter().enumerate() {
+            tally.counts.read += 1;
+            let row = match row {
+                Ok(row) => row,
+                Err((line, what)) => {
+                    tally.malformed(line, what)?;
+                    continue;
+                }
+            };
+            if let Err(what) = row.check_width(width) {
+                tally.malformed(row.line, what)?;
+                continue;
+            }
+            rows.push((index, row));
+        }
+        Ok(rows)
+    }
+
     pub fn read(path: &Path, delimiter: u8) -> Result<Csv> {
         let bytes = read_bytes(path)?;
         // Flexible: a row with the wrong number of fields is reported by the caller with its line

@@ -57,19 +57,7 @@ pub fn load(options: &AttaqOptions) -> Result<PromptSet> {
     let mut tally = Tally::new(path, options.lenient);
     let mut prompts = Vec::new();
     let mut seen_groups = std::collections::HashSet::new();
-    for (index, row) in csv.rows.into_iter().enumerate() {
-        tally.counts.read += 1;
-        let row = match row {
-            Ok(row) => row,
-            Err((line, what)) => {
-                tally.malformed(line, what)?;
-                continue;
-            }
-        };
-        if let Err(what) = row.check_width(csv.width) {
-            tally.malformed(row.line, what)?;
-            continue;
-        }
+    for (index, row) in csv.well_formed(&mut tally)? {
         let label = row.fields[label_col].trim();
         let input = row.fields[input_col].as_str();
         if label.is_empty() {

@@ -285,19 +285,7 @@ pub(crate) fn read_sentences(path: &Path, lenient: bool) -> Result<Sentences<'_>
     let text_col = csv.column(path, "text")?;
     let mut tally = Tally::new(path, lenient);
     let mut sentences = Vec::new();
-    for (index, row) in csv.rows.into_iter().enumerate() {
-        tally.counts.read += 1;
-        let row = match row {
-            Ok(row) => row,
-            Err((line, what)) => {
-                tally.malformed(line, what)?;
-                continue;
-            }
-        };
-        if let Err(what) = row.check_width(csv.width) {
-            tally.malformed(row.line, what)?;
-            continue;
-        }
+    for (index, row) in csv.well_formed(&mut tally)? {
         let stance = match row.fields[label_col].trim() {
             "hate" => Stance::Hate,
             "neutral" => Stance::Neutral,
