@@ -33,7 +33,34 @@ pub enum AttentionMask {
     Explicit(Tensor),
 }
 
+/// What one forward pass needs besides the weights: its inputs on the model's device, their
+/// position ids and the attention mask, all derived from the cache's state.
+pub struct StepInputs {
+    pub input_ids: Tensor,
+    pub real_mask: Tensor,
+    pub positions: Tensor,
+    pub mask: AttentionMask,
+}
+
 impl KvCache {
+    /// Moves `input_ids` and `real_mask` `[batch, t]` to `device` and derives their positions
+    /// and attention mask. After the layers ran, call [`commit_tokens`](Self::commit_tokens)
+    /// with `real_mask`.
+    pub fn step_inputs(
+        &self,
+        input_ids: &Tensor,
+        real_mask: &Tensor,
+        device: Device,
+    ) -> StepInputs {
+        let real_mask = real_mask.to_device(device);
+        StepInputs {
+            input_ids: input_ids.to_device(device),
+            positions: self.position_ids(&real_mask),
+            mask: self.attention_mask(&real_mask),
+            real_mask,
+        }
+    }
+
     pub fn new(num_layers: usize) -> Self {
         Self {
             layers: (0..num_layers).map(|_| None).collect(),

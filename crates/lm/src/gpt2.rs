@@ -133,13 +133,9 @@ impl CausalLm for Gpt2 {
         real_mask: &Tensor,
         cache: &mut KvCache,
     ) -> Tensor {
-        let device = self.info.device;
-        let input_ids = input_ids.to_device(device);
-        let real_mask = real_mask.to_device(device);
-        let positions = cache.position_ids(&real_mask);
-        let mask = cache.attention_mask(&real_mask);
-        let mut x = Tensor::embedding(&self.wte, &input_ids, -1, false, false)
-            + Tensor::embedding(&self.wpe, &positions, -1, false, false);
+        let step = cache.step_inputs(input_ids, real_mask, self.info.device);
+        let mut x = Tensor::embedding(&self.wte, &step.input_ids, -1, false, false)
+            + Tensor::embedding(&self.wpe, &step.positions, -1, false, false);
         let hidden = self.info.hidden_size;
         for (i, block) in self.blocks.iter().enumerate() {
             let qkv = block
@@ -150,7 +146,7 @@ impl CausalLm for Gpt2 {
             let k = split_heads(&qkv[1], self.heads, self.head_dim);
             let v = split_heads(&qkv[2], self.heads, self.head_dim);
             let (k, v) = cache.extend_layer(i, k, v);
-            let attn = attention(&q, &k, &v, &mask, Some(block.scale));
+            let attn = attention(&q, &k, &v, &step.mask, Some(block.scale));
             x += block.attn_proj.forward(&merge_heads(&attn));
             let inner = block
                 .c_fc
@@ -158,7 +154,7 @@ impl CausalLm for Gpt2 {
                 .gelu(self.gelu_approximation);
             x += block.mlp_proj.forward(&inner);
         }
-        cache.commit_tokens(&real_mask);
+        cache.commit_tokens(&step.real_mask);
         self.ln_f.forward(&x)
     }
 

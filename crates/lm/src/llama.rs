@@ -265,18 +265,14 @@ impl CausalLm for Llama {
         real_mask: &Tensor,
         cache: &mut KvCache,
     ) -> Tensor {
-        let device = self.info.device;
-        let input_ids = input_ids.to_device(device);
-        let real_mask = real_mask.to_device(device);
-        let positions = cache.position_ids(&real_mask);
-        let mask = cache.attention_mask(&real_mask);
-        let cos_sin = self.rotary.cos_sin(&positions, self.info.kind);
-        let mut x = Tensor::embedding(&self.embed_tokens, &input_ids, -1, false, false);
+        let step = cache.step_inputs(input_ids, real_mask, self.info.device);
+        let cos_sin = self.rotary.cos_sin(&step.positions, self.info.kind);
+        let mut x = Tensor::embedding(&self.embed_tokens, &step.input_ids, -1, false, false);
         for (i, block) in self.layers.iter().enumerate() {
             let attn = block.self_attn.forward(
                 &block.input_layernorm.forward(&x),
                 &cos_sin,
-                &mask,
+                &step.mask,
                 i,
                 cache,
             );
@@ -286,7 +282,7 @@ impl CausalLm for Llama {
                 .forward(&block.post_attention_layernorm.forward(&x));
             x += mlp;
         }
-        cache.commit_tokens(&real_mask);
+        cache.commit_tokens(&step.real_mask);
         self.norm.forward(&x)
     }
 
