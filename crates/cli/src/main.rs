@@ -52,6 +52,11 @@ enum Command {
     AuditScorer(audit::AuditScorerArgs),
     /// Load every prompt and labelled source in the shared data folder and print their counts.
     InspectData(inspect::InspectDataArgs),
+    /// Check an experiment spec and print the cells it expands to, without running anything.
+    Validate {
+        /// The experiment spec (YAML).
+        spec: PathBuf,
+    },
 }
 
 /// Model, device and threading options shared by every command that loads a model.
@@ -106,6 +111,9 @@ fn main() -> ExitCode {
         Command::TrainScorer(args) => train_scorer::run(&args),
         Command::AuditScorer(args) => audit::run(&args),
         Command::InspectData(args) => inspect::run(&args),
+        Command::Validate { spec } => spec::validate_report(&spec)
+            .map(|report| println!("{report}"))
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,127 @@
+//! What a spec may name: methods (with their parameters and strength range) and scorers.
+//!
+//! Methods are plain data ([`MethodInfo`]) in the static slice [`BUILTIN_METHODS`]; a method crate
+//! added later appends its entry there (the spec crate stays free of libtorch because an entry is
+//! only metadata). Code that wants extra methods without editing this crate (tests, an out-of-tree
+//! binary) builds a [`Registry`] with [`Registry::builtin`] and calls [`Registry::register`], then
+//! validates with [`crate::load_with`].
+
+/// The type of a method parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamKind {
+    Float,
+    Int,
+    Bool,
+    String,
+    /// A file or folder; resolved like every other relative path in the spec and required to exist.
+    Path,
+}
+
+/// A parameter's default, in a form a `static` can hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamDefault {
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+    Str(&'static str),
+}
+
+/// An inclusive numeric range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Range {
+    pub fn contains(&self, x: f64) -> bool {
+        x >= self.min && x <= self.max
+    }
+}
+
+/// One parameter of a method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamInfo {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    /// `None`: the parameter is required.
+    pub default: Option<ParamDefault>,
+    /// Valid range for `Float` and `Int` parameters.
+    pub range: Option<Range>,
+    pub description: &'static str,
+}
+
+/// A method's sweep axis: the strength (β, λ, …) the spec may give as a list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StrengthInfo {
+    pub range: Range,
+    /// Used when the spec gives no strength.
+    pub default: f64,
+}
+
+/// A detoxification method as the spec sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MethodInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub params: &'static [ParamInfo],
+    /// `None`: the method takes no strength, and giving one is an error.
+    pub strength: Option<StrengthInfo>,
+}
+
+impl MethodInfo {
+    pub fn param(&self, name: &str) -> Option<&ParamInfo> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// Methods every build knows. Later method crates add their entry here.
+pub static BUILTIN_METHODS: &[MethodInfo] = &[MethodInfo {
+    name: "none",
+    description: "plain sampling, no steering (the baseline)",
+    params: &[],
+    strength: None,
+}];
+
+/// Scorer names the spec accepts; `hf:DIR[#label]` takes a classifier folder and an optional
+/// label to read (default: the classifier's toxic label).
+pub static SCORER_NAMES: &[&str] = &["minilm", "profanity", "perspective", "hf:DIR[#label]"];
+
+/// Known methods. Names are unique; registering a name twice replaces the earlier entry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    methods: Vec<MethodInfo>,
+}
+
+impl Registry {
+    /// [`BUILTIN_METHODS`].
+    pub fn builtin() -> Self {
+        Registry {
+            methods: BUILTIN_METHODS.to_vec(),
+        }
+    }
+
+    pub fn register(&mut self, info: MethodInfo) -> &mut Self {
+        self.methods.retain(|m| m.name != info.name);
+        self.methods.push(info);
+        self
+    }
+
+    pub fn method(&self, name: &str) -> Option<&MethodInfo> {
+        self.methods.iter().find(|m| m.name == name)
+    }
+
+    pub fn methods(&self) -> &[MethodInfo] {
+        &self.methods
+    }
+
+    pub fn method_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.methods.iter().map(|m| m.name)
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
