@@ -81,6 +81,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .collect(),
         None => bail!("give prompts with --prompt TEXT or --prompts FILE"),
     };
+    run_prompts(args, &prompts)
+}
+
+/// Generates `args.n` samples of each prompt (any source) into `args.out`, resuming it.
+pub fn run_prompts(args: &GenerateArgs, prompts: &[Prompt]) -> Result<()> {
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -100,7 +105,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let loaded = args.model.load()?;
     let mut requests = Vec::new();
     let mut by_id = std::collections::HashMap::new();
-    for prompt in &prompts {
+    for prompt in prompts {
         let (id, text) = (&prompt.id, &prompt.text);
         let ids = loaded.tokenizer.encode(text)?;
         by_id.insert(id.clone(), prompt);

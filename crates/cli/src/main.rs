@@ -7,6 +7,7 @@ mod generate;
 mod inspect;
 mod jsonl;
 mod labelled;
+mod run;
 mod score_cmd;
 mod scorers;
 mod train_scorer;
@@ -52,6 +53,8 @@ enum Command {
     AuditScorer(audit::AuditScorerArgs),
     /// Load every prompt and labelled source in the shared data folder and print their counts.
     InspectData(inspect::InspectDataArgs),
+    /// Run every cell of an experiment spec: generate, score, evaluate (resumable).
+    Run(run::RunArgs),
     /// Check an experiment spec and print the cells it expands to, without running anything.
     Validate {
         /// The experiment spec (YAML).
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::TrainScorer(args) => train_scorer::run(&args),
         Command::AuditScorer(args) => audit::run(&args),
         Command::InspectData(args) => inspect::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::Validate { spec } => spec::validate_report(&spec)
             .map(|report| println!("{report}"))
             .map_err(anyhow::Error::from),

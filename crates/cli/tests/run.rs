@@ -1,0 +1,140 @@
+//! `detox run` end to end on the tiny fixture model: a sweep killed with SIGKILL at several
+//! moments and run again ends with exactly the files of an uninterrupted run — no duplicate, no
+//! missing sample — and a finished sweep is not redone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn detox() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_detox"));
+    command.env_remove("RUST_BACKTRACE");
+    command
+}
+
+fn spec(dir: &Path) -> PathBuf {
+    let model = paths::require(&paths::fixture_dir("tiny-llama"), "tiny-llama")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let prompts = paths::project_root().join("configs/prompts/rtp-style.jsonl");
+    let text = format!(
+        "name: killed\noutput: out\nmodels:\n  - {{ name: tiny, path: {}, format: hf }}\nmethods: [{{ name: none }}]\n\
+         prompts:\n  - {{ name: rtp, kind: user, path: {} }}\n\
+         generation: {{ samples_per_prompt: 4, max_new_tokens: 10, batch_size: 16, seed: [0, 1], device: cpu }}\n\
+         scorers: [profanity]\njudge: same\n",
+        model.display(),
+        prompts.display()
+    );
+    let path = dir.join("exp.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every output file of the sweep with its lines sorted (append order depends on where a run was
+/// killed; content must not).
+fn outputs(dir: &Path) -> Vec<(String, Vec<String>)> {
+    let mut files = Vec::new();
+    for cell in std::fs::read_dir(dir.join("out")).unwrap() {
+        let cell = cell.unwrap().path();
+        if !cell.is_dir() {
+            continue; // the score cache: its content depends on where a run was killed
+        }
+        for file in std::fs::read_dir(&cell).unwrap() {
+            let file = file.unwrap().path();
+            // Records name their input files; the sweep's own folder is the only expected
+            // difference between two sweeps.
+            let text = std::fs::read_to_string(&file)
+                .unwrap()
+                .replace(&dir.display().to_string(), "<DIR>");
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            lines.sort();
+            let name = format!(
+                "{}/{}",
+                cell.file_name().unwrap().to_string_lossy(),
+                file.file_name().unwrap().to_string_lossy()
+            );
+            files.push((name, lines));
+        }
+    }
+    files.sort();
+    files
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("detox-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_killed_sweep_resumes_to_the_same_outputs() {
+    let reference_dir = scratch("reference");
+    let run = |dir: &Path| {
+        let mut command = detox();
+        command.current_dir(dir).args(["run", "exp.yaml"]);
+        command
+    };
+    let spec_path = spec(&reference_dir);
+    let status = run(&reference_dir).output().unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let reference = outputs(&reference_dir);
+    assert_eq!(
+        reference.len(),
+        10,
+        "2 cells × cell.json, generations, scores, policy, metrics"
+    );
+    let generations = reference
+        .iter()
+        .find(|(n, _)| n.ends_with("generations.jsonl"))
+        .unwrap();
+    assert_eq!(generations.1.len(), 100 * 4);
+
+    for (attempt, delay_ms) in [150u64, 400, 800, 1300, 2000].into_iter().enumerate() {
+        let dir = scratch(&format!("killed-{attempt}"));
+        std::fs::copy(&spec_path, dir.join("exp.yaml")).unwrap();
+        let mut child = run(&dir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL: no clean-up runs
+        let _ = child.wait();
+        let resumed = run(&dir).output().unwrap();
+        assert!(
+            resumed.status.success(),
+            "attempt {attempt}: {}",
+            String::from_utf8_lossy(&resumed.stderr)
+        );
+        let resumed = outputs(&dir);
+        let names =
+            |files: &[(String, Vec<String>)]| files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&resumed),
+            names(&reference),
+            "attempt {attempt}: files"
+        );
+        for ((name, got), (_, want)) in resumed.iter().zip(&reference) {
+            let first_difference = got.iter().zip(want).position(|(a, b)| a != b);
+            assert!(
+                got.len() == want.len() && first_difference.is_none(),
+                "attempt {attempt} (killed after {delay_ms} ms): {name} differs ({} vs {} lines; first different line {first_difference:?}: {:.200})",
+                got.len(),
+                want.len(),
+                first_difference.map(|i| got[i].as_str()).unwrap_or("")
+            );
+        }
+        let again = run(&dir).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&again.stderr)
+                .matches("done already")
+                .count()
+                == 2
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::remove_dir_all(&reference_dir).unwrap();
+}
