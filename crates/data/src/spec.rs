@@ -57,17 +57,21 @@ impl PromptSourceSpec {
         }
     }
 
-    /// Makes a relative path relative to `base` (e.g. the folder of the spec file).
-    pub fn resolve_paths(&mut self, base: &Path) {
-        let path = match self {
+    /// The file (or, for ToxiGen prompt files, the folder) the source reads.
+    pub fn path_mut(&mut self) -> &mut PathBuf {
+        match self {
             PromptSourceSpec::Rtp(o) => &mut o.path,
             PromptSourceSpec::Bold(o) => &mut o.path,
             PromptSourceSpec::Attaq(o) => &mut o.path,
             PromptSourceSpec::ToxigenPrompts(o) => &mut o.dir,
             PromptSourceSpec::ToxigenSentences(o) => &mut o.path,
             PromptSourceSpec::User(o) => &mut o.path,
-        };
-        anchor(path, base);
+        }
+    }
+
+    /// Makes a relative path relative to `base` (e.g. the folder of the spec file).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        anchor(self.path_mut(), base);
     }
 }
 

@@ -132,7 +132,7 @@ impl Cell {
     /// checkout lives or how a path was spelt.
     pub fn identity(&self) -> Value {
         let mut source = self.prompts.source.clone();
-        let p = crate::validate::source_path_mut(&mut source);
+        let p = source.path_mut();
         *p = PathBuf::from(identity_path(p));
         let params: serde_json::Map<String, Value> = self
             .method

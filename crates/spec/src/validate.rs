@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use data::spec::PromptSourceSpec;
 use serde_yaml::Value;
 
 use crate::cell::{
@@ -17,17 +16,6 @@ use crate::registry::{ParamDefault, ParamKind, Registry, SCORER_NAMES};
 /// Where presets live: `configs/models/<name>.yaml` under the project root.
 pub fn presets_dir() -> PathBuf {
     paths::project_root().join("configs").join("models")
-}
-
-pub(crate) fn source_path_mut(s: &mut PromptSourceSpec) -> &mut PathBuf {
-    match s {
-        PromptSourceSpec::Rtp(o) => &mut o.path,
-        PromptSourceSpec::Bold(o) => &mut o.path,
-        PromptSourceSpec::Attaq(o) => &mut o.path,
-        PromptSourceSpec::ToxigenPrompts(o) => &mut o.dir,
-        PromptSourceSpec::ToxigenSentences(o) => &mut o.path,
-        PromptSourceSpec::User(o) => &mut o.path,
-    }
 }
 
 struct Ctx<'a> {
@@ -296,7 +284,7 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
     let mut prompts = Vec::new();
     for (i, p) in raw.prompts.iter().enumerate() {
         let mut source = p.source.clone();
-        let path = source_path_mut(&mut source);
+        let path = source.path_mut();
         *path = resolve(&base, path);
         if !path.exists() {
             cx.err(
