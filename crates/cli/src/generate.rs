@@ -188,7 +188,7 @@ fn settings_fingerprint(model_dir: &Path, settings: &Settings) -> String {
         settings.seed,
         settings.stop_at_eos
     );
-    format!("{:016x}", decode::stable_hash(description.as_bytes()))
+    format!("{:016x}", paths::stable_hash(description.as_bytes()))
 }
 
 /// (prompt id, sample index) pairs already in `path` (a torn last line is cut off, see

@@ -5,4 +5,4 @@ pub mod generate;
 pub mod sampler;
 
 pub use generate::{generate, FinishReason, Generation, GenerationStats, Request, Settings};
-pub use sampler::{candidates, stable_hash, Candidates, SampleRng, SamplingParams};
+pub use sampler::{candidates, Candidates, SampleRng, SamplingParams};

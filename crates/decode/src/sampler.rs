@@ -60,14 +60,6 @@ impl SamplingParams {
     }
 }
 
-/// FNV-1a, 64 bit: stable across Rust versions and platforms (std's hashers promise neither), so
-/// seeds and fingerprints written to disk stay valid.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// The random stream of one sample, derived from (run seed, prompt id, sample index) alone, so a
 /// sample's draws do not depend on batch size, batch composition or resumption.
 pub struct SampleRng(ChaCha8Rng);
@@ -80,7 +72,7 @@ impl SampleRng {
         bytes.extend_from_slice(&(prompt_id.len() as u64).to_le_bytes());
         bytes.extend_from_slice(prompt_id.as_bytes());
         bytes.extend_from_slice(&sample_index.to_le_bytes());
-        Self(ChaCha8Rng::seed_from_u64(stable_hash(&bytes)))
+        Self(ChaCha8Rng::seed_from_u64(paths::stable_hash(&bytes)))
     }
 
     /// Uniform in [0, 1).

@@ -35,7 +35,7 @@ impl MiniLmScorer {
             );
         }
         let bytes = std::fs::read(head_path)?;
-        let fingerprint = format!("{:016x}", fnv1a(&bytes));
+        let fingerprint = format!("{:016x}", paths::stable_hash(&bytes));
         Ok(Self {
             embedder,
             head,
@@ -43,12 +43,6 @@ impl MiniLmScorer {
             batch_size: 64,
         })
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 impl ToxicityScorer for MiniLmScorer {
