@@ -289,6 +289,7 @@ fn main() -> Result<()> {
             prompt_id: format!("p{i}"),
             prompt_ids: ids.clone(),
             sample_index: 0,
+            attempt: 0,
         })
         .collect();
     let (tokens, seconds) = generation_case(&loaded, &many, options.reps)?;

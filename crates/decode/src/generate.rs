@@ -2,12 +2,13 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use lm::{check_token_ids, left_pad, CausalLm};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::sampler::{candidates, SampleRng, SamplingParams};
+use crate::steer::{Lookahead, Row, Steering, Step};
 
 /// One sample to generate: which prompt, its token ids, and which of its samples this is.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,6 +16,8 @@ pub struct Request {
     pub prompt_id: String,
     pub prompt_ids: Vec<i64>,
     pub sample_index: u64,
+    /// 0 for a sample's first draw; a post-hoc filter's redraws count up from 1.
+    pub attempt: u64,
 }
 
 impl Request {
@@ -25,6 +28,7 @@ impl Request {
                 prompt_id: prompt_id.to_string(),
                 prompt_ids: prompt_ids.to_vec(),
                 sample_index: i,
+                attempt: 0,
             })
             .collect()
     }
@@ -53,6 +57,8 @@ pub enum FinishReason {
 pub struct Generation {
     pub prompt_id: String,
     pub sample_index: u64,
+    /// The request's attempt (0 unless a post-hoc filter redrew the sample).
+    pub attempt: u64,
     pub token_ids: Vec<i64>,
     pub finish_reason: FinishReason,
 }
@@ -82,6 +88,18 @@ pub fn generate(
     eos_token_ids: &[i64],
     requests: &[Request],
     settings: &Settings,
+    sink: impl FnMut(Generation) -> Result<()>,
+) -> Result<GenerationStats> {
+    generate_steered(model, eos_token_ids, requests, settings, &mut [], sink)
+}
+
+/// [`generate`] with steering methods applied in the order given (see [`crate::steer`]).
+pub fn generate_steered(
+    model: &dyn CausalLm,
+    eos_token_ids: &[i64],
+    requests: &[Request],
+    settings: &Settings,
+    steering: &mut [Box<dyn Steering + '_>],
     mut sink: impl FnMut(Generation) -> Result<()>,
 ) -> Result<GenerationStats> {
     settings.sampling.validate()?;
@@ -108,9 +126,17 @@ pub fn generate(
         }
     }
     let _no_grad = tch::no_grad_guard();
+    for method in steering.iter_mut() {
+        let name = method.name().to_string();
+        method
+            .prepare(model)
+            .with_context(|| format!("steering {name}: prepare"))?;
+    }
     let mut stats = GenerationStats::default();
     for chunk in requests.chunks(settings.batch_size) {
-        for generation in generate_batch(model, eos_token_ids, chunk, settings, &mut stats)? {
+        for generation in
+            generate_batch(model, eos_token_ids, chunk, settings, steering, &mut stats)?
+        {
             sink(generation)?;
         }
     }
@@ -122,6 +148,7 @@ fn generate_batch(
     eos_token_ids: &[i64],
     rows: &[Request],
     settings: &Settings,
+    steering: &mut [Box<dyn Steering + '_>],
     stats: &mut GenerationStats,
 ) -> Result<Vec<Generation>> {
     let device = model.info().device;
@@ -145,47 +172,149 @@ fn generate_batch(
     let hidden = model.forward_hidden(&ids, &mask, &mut cache);
     let row_index = Tensor::from_slice(&row_to_prompt).to_device(device);
     cache.select_rows(&row_index);
-    let mut logits = model
-        .logits(&hidden.select(1, -1))
-        .index_select(0, &row_index);
+    let mut hidden = hidden.select(1, -1).index_select(0, &row_index);
     stats.prompt_tokens += distinct.iter().map(|p| p.len()).sum::<usize>();
     stats.prefill_seconds += started.elapsed().as_secs_f64();
 
     let started = Instant::now();
+    let row_refs: Vec<&Request> = rows.iter().collect();
+    for method in steering.iter_mut() {
+        let name = method.name().to_string();
+        method
+            .begin(&row_refs)
+            .with_context(|| format!("steering {name}: begin"))?;
+    }
     let mut rngs: Vec<SampleRng> = rows
         .iter()
-        .map(|r| SampleRng::new(settings.seed, &r.prompt_id, r.sample_index))
+        .map(|r| SampleRng::for_attempt(settings.seed, &r.prompt_id, r.sample_index, r.attempt))
         .collect();
     let mut outputs: Vec<Vec<i64>> = vec![Vec::with_capacity(settings.max_new_tokens); rows.len()];
     let mut finish = vec![FinishReason::Length; rows.len()];
-    // Rows still decoding, as indices into `rows`; row i of the cache and of `logits` is active[i].
+    // Rows still decoding, as indices into `rows`; row i of the cache and of `hidden` is active[i].
     let mut active: Vec<usize> = (0..rows.len()).collect();
-    for step in 0..settings.max_new_tokens {
-        let cands = candidates(&logits, &settings.sampling);
+    for step_index in 0..settings.max_new_tokens {
+        let mut logits = model.logits(&hidden);
+        let step_rows: Vec<Row> = active
+            .iter()
+            .map(|&r| Row {
+                request: &rows[r],
+                generated: &outputs[r],
+            })
+            .collect();
+        let mut lookahead: Option<Lookahead> = None;
+        // For each row, the lookahead row of its drawn candidate.
+        let mut lookahead_rows: Option<Vec<i64>> = None;
+        let tokens: Vec<i64> = {
+            let base = Step {
+                model,
+                cache: &cache,
+                hidden: &hidden,
+                rows: &step_rows,
+                index: step_index,
+                sampling: &settings.sampling,
+                lookahead: None,
+            };
+            // A macro, not a closure: each call borrows the lookahead only for its own statement.
+            macro_rules! step {
+                ($lookahead:expr) => {
+                    Step {
+                        lookahead: $lookahead,
+                        ..base
+                    }
+                };
+            }
+            for method in steering.iter_mut() {
+                method
+                    .adjust_logits(&step!(None), &mut logits)
+                    .with_context(|| format!("steering {}: adjust logits", method.name()))?;
+            }
+            let mut cands = candidates(&logits, &settings.sampling);
+            for method in steering.iter_mut() {
+                let produced = method
+                    .adjust_candidates(&step!(lookahead.as_ref()), &mut cands)
+                    .with_context(|| format!("steering {}: adjust candidates", method.name()))?;
+                if let Some(produced) = produced {
+                    if lookahead.is_some() {
+                        bail!(
+                            "steering {}: a lookahead was already produced this step",
+                            method.name()
+                        );
+                    }
+                    lookahead = Some(produced);
+                }
+            }
+            let tokens: Vec<i64> = active
+                .iter()
+                .zip(&cands)
+                .map(|(&row, cand)| cand.draw(&mut rngs[row]))
+                .collect();
+            for method in steering.iter_mut() {
+                method
+                    .observe(&step!(lookahead.as_ref()), &tokens)
+                    .with_context(|| format!("steering {}: observe", method.name()))?;
+            }
+            if let Some(ahead) = &lookahead {
+                // Where each drawn token sits among the lookahead's candidate rows.
+                let picked: Vec<i64> = tokens
+                    .iter()
+                    .zip(&cands)
+                    .enumerate()
+                    .map(|(slot, (token, cand))| {
+                        let j = cand.ids.iter().position(|id| id == token).ok_or_else(|| {
+                            anyhow::anyhow!("drawn token {token} is not among the candidates")
+                        })?;
+                        Ok((ahead.offsets[slot] + j) as i64)
+                    })
+                    .collect::<Result<_>>()?;
+                lookahead_rows = Some(picked);
+            }
+            tokens
+        };
+        drop(step_rows);
         let mut next = Vec::with_capacity(active.len());
         let mut keep = Vec::with_capacity(active.len());
-        for (slot, (&row, cand)) in active.iter().zip(&cands).enumerate() {
-            let token = cand.draw(&mut rngs[row]);
+        for (slot, (&row, &token)) in active.iter().zip(&tokens).enumerate() {
             if settings.stop_at_eos && eos_token_ids.contains(&token) {
                 finish[row] = FinishReason::Eos;
             } else {
                 outputs[row].push(token);
                 next.push(token);
-                keep.push(slot as i64);
+                keep.push(slot);
             }
         }
-        if step + 1 == settings.max_new_tokens || keep.is_empty() {
+        if step_index + 1 == settings.max_new_tokens || keep.is_empty() {
             break;
         }
         if keep.len() < active.len() {
-            let keep_index = Tensor::from_slice(&keep).to_device(device);
-            cache.select_rows(&keep_index);
-            active = keep.iter().map(|&slot| active[slot as usize]).collect();
+            for method in steering.iter_mut() {
+                method
+                    .retain_rows(&keep)
+                    .with_context(|| format!("steering {}: retain rows", method.name()))?;
+            }
         }
-        let input = Tensor::from_slice(&next).view([-1, 1]).to_device(device);
-        let hidden =
-            model.forward_hidden(&input, &input.ones_like().to_kind(Kind::Int64), &mut cache);
-        logits = model.logits(&hidden.select(1, -1));
+        match (lookahead, lookahead_rows) {
+            (Some(ahead), Some(picked)) => {
+                // The model already ran on every candidate: take the drawn ones' rows.
+                let chosen: Vec<i64> = keep.iter().map(|&slot| picked[slot]).collect();
+                let chosen = Tensor::from_slice(&chosen).to_device(device);
+                cache = ahead.cache;
+                cache.select_rows(&chosen);
+                hidden = ahead.hidden.index_select(0, &chosen);
+            }
+            _ => {
+                if keep.len() < active.len() {
+                    let keep_index: Vec<i64> = keep.iter().map(|&s| s as i64).collect();
+                    cache.select_rows(&Tensor::from_slice(&keep_index).to_device(device));
+                }
+                let input = Tensor::from_slice(&next).view([-1, 1]).to_device(device);
+                hidden = model
+                    .forward_hidden(&input, &input.ones_like().to_kind(Kind::Int64), &mut cache)
+                    .select(1, -1);
+            }
+        }
+        if keep.len() < active.len() {
+            active = keep.iter().map(|&slot| active[slot]).collect();
+        }
     }
     stats.decode_seconds += started.elapsed().as_secs_f64();
     stats.samples += rows.len();
@@ -198,6 +327,7 @@ fn generate_batch(
         .map(|((r, token_ids), finish_reason)| Generation {
             prompt_id: r.prompt_id.clone(),
             sample_index: r.sample_index,
+            attempt: r.attempt,
             token_ids,
             finish_reason,
         })

@@ -3,6 +3,10 @@
 
 pub mod generate;
 pub mod sampler;
+pub mod steer;
 
-pub use generate::{generate, FinishReason, Generation, GenerationStats, Request, Settings};
+pub use generate::{
+    generate, generate_steered, FinishReason, Generation, GenerationStats, Request, Settings,
+};
 pub use sampler::{candidates, Candidates, SampleRng, SamplingParams};
+pub use steer::{Lookahead, Row, Steering, Step};

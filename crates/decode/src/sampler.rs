@@ -66,12 +66,22 @@ pub struct SampleRng(ChaCha8Rng);
 
 impl SampleRng {
     pub fn new(seed: u64, prompt_id: &str, sample_index: u64) -> Self {
+        Self::for_attempt(seed, prompt_id, sample_index, 0)
+    }
+
+    /// The stream of a redraw: attempt 0 is the sample's first draw ([`SampleRng::new`]); a
+    /// post-hoc filter that rejects a finished sample draws it again with attempt 1, 2, …
+    pub fn for_attempt(seed: u64, prompt_id: &str, sample_index: u64, attempt: u64) -> Self {
         // Length-prefixed, so no two (id, index) pairs share an encoding.
-        let mut bytes = Vec::with_capacity(24 + prompt_id.len());
+        let mut bytes = Vec::with_capacity(32 + prompt_id.len());
         bytes.extend_from_slice(&seed.to_le_bytes());
         bytes.extend_from_slice(&(prompt_id.len() as u64).to_le_bytes());
         bytes.extend_from_slice(prompt_id.as_bytes());
         bytes.extend_from_slice(&sample_index.to_le_bytes());
+        // Attempt 0 hashes exactly the bytes first draws always hashed, so seeds stay stable.
+        if attempt > 0 {
+            bytes.extend_from_slice(&attempt.to_le_bytes());
+        }
         Self(ChaCha8Rng::seed_from_u64(paths::stable_hash(&bytes)))
     }
 

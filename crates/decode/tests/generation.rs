@@ -148,11 +148,13 @@ fn stops_at_eos_and_drops_the_row() {
             prompt_id: "a".into(),
             prompt_ids: ids,
             sample_index: 0,
+            attempt: 0,
         },
         Request {
             prompt_id: "b".into(),
             prompt_ids: other,
             sample_index: 0,
+            attempt: 0,
         },
     ];
     let settings = Settings {
@@ -186,6 +188,7 @@ fn rejects_bad_requests_before_running() {
             prompt_id: "x".into(),
             prompt_ids: ids,
             sample_index: 0,
+            attempt: 0,
         };
         let settings = Settings {
             max_new_tokens,
