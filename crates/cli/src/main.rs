@@ -1,5 +1,9 @@
 //! `detox`: the command line of the detoxification harness.
 
+// First, so its `note!` macro is in scope in every module below.
+#[macro_use]
+mod progress;
+
 mod audit;
 mod evaluate;
 mod forward;
@@ -7,9 +11,15 @@ mod generate;
 mod inspect;
 mod jsonl;
 mod labelled;
+mod list;
+mod merge;
+mod methods;
+mod record;
+mod report_cmd;
 mod run;
 mod score_cmd;
 mod scorers;
+mod train_sasa;
 mod train_scorer;
 
 use std::path::PathBuf;
@@ -48,6 +58,9 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Train the `minilm` scorer's toxicity head on labelled text; prints held-out ROC-AUC.
     TrainScorer(train_scorer::TrainScorerArgs),
+    /// Fit what a method needs before decoding (`detox train sasa`).
+    #[command(subcommand)]
+    Train(TrainCommand),
     /// ROC-AUC of a scorer on held-out labelled text, and its mean score per identity term on
     /// non-toxic template sentences.
     AuditScorer(audit::AuditScorerArgs),
@@ -55,11 +68,29 @@ enum Command {
     InspectData(inspect::InspectDataArgs),
     /// Run every cell of an experiment spec: generate, score, evaluate (resumable).
     Run(run::RunArgs),
+    /// Join the shares of a sweep run with `run --shard I/N` into one folder and rebuild its report.
+    Merge(merge::MergeArgs),
+    /// Model presets, methods with their parameters, scorers and prompt sources a spec can name.
+    List,
+    /// Rebuild an experiment's tables (Parquet, CSV, Markdown) and charts from its stored outputs,
+    /// without loading a model; prints the summary.
+    Report(report_cmd::ReportArgs),
+    /// Two experiments side by side: cells matched by model, method, strength, prompt set and
+    /// scorer, with B − A for EMT, toxic rate, perplexity, dist-2 and tokens/s.
+    Compare(report_cmd::CompareArgs),
     /// Check an experiment spec and print the cells it expands to, without running anything.
     Validate {
         /// The experiment spec (YAML).
         spec: PathBuf,
     },
+}
+
+/// What `detox train` fits.
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// SASA's linear discriminant on the model's own hidden states of labelled text; prints its
+    /// held-out accuracy and ROC-AUC and writes configs/sasa/<model>.json (or --out).
+    Sasa(train_sasa::TrainSasaArgs),
 }
 
 /// Model, device and threading options shared by every command that loads a model.
@@ -112,9 +143,14 @@ fn main() -> ExitCode {
         Command::Evaluate(args) => evaluate::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::TrainScorer(args) => train_scorer::run(&args),
+        Command::Train(TrainCommand::Sasa(args)) => train_sasa::run(&args),
         Command::AuditScorer(args) => audit::run(&args),
         Command::InspectData(args) => inspect::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Merge(args) => merge::run(&args),
+        Command::List => list::run(),
+        Command::Report(args) => report_cmd::run_report(&args),
+        Command::Compare(args) => report_cmd::run_compare(&args),
         Command::Validate { spec } => spec::validate_report(&spec)
             .map(|report| println!("{report}"))
             .map_err(anyhow::Error::from),

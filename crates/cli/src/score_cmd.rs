@@ -99,7 +99,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         .filter(|g| !done.contains(&(g.prompt_id.clone(), g.sample_index)))
         .collect();
     if todo.is_empty() {
-        eprintln!(
+        note!(
             "{}: all {} samples already scored by {id}",
             args.out.display(),
             generations.len()
@@ -113,6 +113,12 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         (None, false) => Some(ScoreCache::open(ScoreCache::default_path())?),
     };
     let mut file = jsonl::open_append(&args.out)?;
+    let progress = crate::progress::bar(
+        generations.len() as u64,
+        "{msg} [{bar:30}] {pos}/{len} texts, {per_sec}, eta {eta}",
+    );
+    progress.set_message(format!("scoring ({id})"));
+    progress.set_position((generations.len() - todo.len()) as u64);
     let mut stats = CacheStats::default();
     let mut scored = 0usize;
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
@@ -159,7 +165,9 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
             })
             .collect();
         jsonl::append(&mut file, &args.out, &records)?;
+        progress.inc(records.len() as u64);
     }
+    progress.finish_and_clear();
     if let Some(cache) = cache.as_mut() {
         cache.sync()?;
     }
@@ -175,7 +183,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     } else {
         "no cache".to_owned()
     };
-    eprintln!(
+    note!(
         "{}: {} texts ({} already present), cache hits {hits}, scored {scored}, failed {failed_total}{by_kind} [{id}]",
         args.out.display(),
         todo.len(),

@@ -40,6 +40,11 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<String>)> {
         }
         for file in std::fs::read_dir(&cell).unwrap() {
             let file = file.unwrap().path();
+            if file.file_name().unwrap() == "record.json" {
+                // Wall times and process counts: checked by `record_is_complete`, not compared.
+                record_is_complete(&file);
+                continue;
+            }
             // Records name their input files; the sweep's own folder is the only expected
             // difference between two sweeps.
             let text = std::fs::read_to_string(&file)
@@ -57,6 +62,35 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<String>)> {
     }
     files.sort();
     files
+}
+
+/// A finished cell's run record names what produced it and what each stage cost.
+fn record_is_complete(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for stage in ["generate", "score", "evaluate"] {
+        assert!(
+            record["stages"][stage]["wall_seconds"].as_f64().is_some(),
+            "{}: no {stage} stage in {text}",
+            path.display()
+        );
+    }
+    assert!(
+        record["stages"]["generate"]["tokens_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(record["device"], "cpu");
+    assert_eq!(record["dtype"], "f32");
+    assert!(record["peak_memory"]["host_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(record["versions"]["libtorch"]
+        .as_str()
+        .unwrap()
+        .starts_with("2."));
+    assert!(record["git"]["commit"]
+        .as_str()
+        .is_some_and(|c| c.len() == 40));
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -137,4 +171,49 @@ fn a_killed_sweep_resumes_to_the_same_outputs() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
     std::fs::remove_dir_all(&reference_dir).unwrap();
+}
+
+/// `--shard I/N` splits the cells round robin into disjoint shares; `merge` joins them into the
+/// same cells a single run makes.
+#[test]
+fn shards_split_the_cells_and_merge_joins_them() {
+    let dir = scratch("shards");
+    spec(&dir);
+    let run = |args: &[&str]| {
+        let out = detox().current_dir(&dir).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["run", "exp.yaml", "--shard", "1/2"]);
+    run(&["run", "exp.yaml", "--shard", "2/2"]);
+    let cells = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("metrics.json").is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let one = cells(&dir.join("out/shards/1-of-2"));
+    let two = cells(&dir.join("out/shards/2-of-2"));
+    assert_eq!((one.len(), two.len()), (1, 1), "{one:?} {two:?}");
+    assert_ne!(one, two);
+    run(&["merge", "out"]);
+    let mut both = [one, two].concat();
+    both.sort();
+    assert_eq!(cells(&dir.join("out")), both);
+
+    let bad = detox()
+        .current_dir(&dir)
+        .args(["run", "exp.yaml", "--shard", "3/2"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--shard takes I/N"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

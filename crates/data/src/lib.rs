@@ -27,7 +27,7 @@ pub mod spec;
 
 pub use labelled::{LabelledSet, LabelledText, TemplateSentence};
 pub use prompts::{Prompt, PromptSet};
-pub use spec::{load, load_labelled, LabelledSourceSpec, PromptSourceSpec};
+pub use spec::{load, load_labelled, LabelledSourceSpec, PromptSourceSpec, PROMPT_SOURCE_KINDS};
 
 use serde::{Deserialize, Serialize};
 

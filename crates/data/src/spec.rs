@@ -44,6 +44,34 @@ pub enum PromptSourceSpec {
     User(UserOptions),
 }
 
+/// Every prompt source `kind` with what it reads (for `detox list`).
+pub const PROMPT_SOURCE_KINDS: &[(&str, &str)] = &[
+    (
+        "rtp",
+        "RealToxicityPrompts JSONL (full or reduced schema); options challenging, min_toxicity, max_toxicity, sample",
+    ),
+    (
+        "bold",
+        "a BOLD *_prompt.json domain file; its categories (e.g. American_actors/actresses) are the groups",
+    ),
+    (
+        "attaq",
+        "AttaQ CSV (label,input,additional_info); the harm label is the group",
+    ),
+    (
+        "toxigen_prompts",
+        "ToxiGen's prompts/ folder of few-shot files; the target group is the group",
+    ),
+    (
+        "toxigen_sentences",
+        "ToxiGen's labelled seed sentences (TSV), one prompt each",
+    ),
+    (
+        "user",
+        "your own .txt (one prompt a line) or .jsonl (text, optional id and group)",
+    ),
+];
+
 impl PromptSourceSpec {
     /// The file or folder the source reads.
     pub fn path(&self) -> &Path {

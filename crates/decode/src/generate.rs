@@ -240,6 +240,9 @@ fn generate_batch(
                             method.name()
                         );
                     }
+                    produced
+                        .check(&cands)
+                        .with_context(|| format!("steering {}", method.name()))?;
                     lookahead = Some(produced);
                 }
             }
@@ -254,19 +257,9 @@ fn generate_batch(
                     .with_context(|| format!("steering {}: observe", method.name()))?;
             }
             if let Some(ahead) = &lookahead {
-                // Where each drawn token sits among the lookahead's candidate rows.
-                let picked: Vec<i64> = tokens
-                    .iter()
-                    .zip(&cands)
-                    .enumerate()
-                    .map(|(slot, (token, cand))| {
-                        let j = cand.ids.iter().position(|id| id == token).ok_or_else(|| {
-                            anyhow::anyhow!("drawn token {token} is not among the candidates")
-                        })?;
-                        Ok((ahead.offsets[slot] + j) as i64)
-                    })
-                    .collect::<Result<_>>()?;
-                lookahead_rows = Some(picked);
+                // Where each drawn token sits among the lookahead's candidate rows; `None` (run
+                // the model on the drawn tokens instead) when one lies past what it covers.
+                lookahead_rows = ahead.rows_of(&tokens, &cands)?;
             }
             tokens
         };

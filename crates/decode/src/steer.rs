@@ -35,8 +35,8 @@ pub struct Row<'a> {
 /// The loop's state at one step, for the active rows only (row `i` of every tensor is `rows[i]`).
 pub struct Step<'a> {
     pub model: &'a dyn CausalLm,
-    /// The model's cache, holding every token fed so far (prompt and generated). Fork it with
-    /// [`KvCache::deep_clone`] or copy rows with `select_rows` on a clone; never change it.
+    /// The model's cache, holding every token fed so far (prompt and generated). Fork rows of it
+    /// with [`KvCache::fork_rows`] (or [`KvCache::deep_clone`]); never change it.
     pub cache: &'a KvCache,
     /// Final-norm hidden state of each row's last fed token, `[rows, hidden]`.
     pub hidden: &'a Tensor,
@@ -48,16 +48,71 @@ pub struct Step<'a> {
     pub lookahead: Option<&'a Lookahead>,
 }
 
-/// The model already run on every candidate of every row: the loop takes the drawn candidate's
+/// The model already run on the candidates of every row: the loop takes the drawn candidate's
 /// row from here instead of running the model on the drawn token.
+///
+/// A lookahead may cover only a prefix of each row's candidates: row `i`'s first
+/// `offsets[i + 1] - offsets[i]` candidates (at least none, at most all). A method that caps the
+/// candidates it runs (SASA's `max_candidates`) normally sets the rest to −∞, so they cannot be
+/// drawn. If one is drawn all the same (SASA at β = 0 leaves every logit alone), the loop ignores
+/// the lookahead for that step and runs the model on the drawn tokens, as without one.
 pub struct Lookahead {
-    /// One row per candidate, row `i`'s candidates at `offsets[i]..offsets[i + 1]` in candidate
+    /// One row per covered candidate, row `i`'s at `offsets[i]..offsets[i + 1]` in candidate
     /// order, each holding the row's tokens followed by that candidate.
     pub cache: KvCache,
-    /// Final-norm hidden state at each candidate, `[total candidates, hidden]`.
+    /// Final-norm hidden state at each covered candidate, `[covered candidates, hidden]`.
     pub hidden: Tensor,
-    /// `rows + 1` offsets into the candidate rows.
+    /// `rows + 1` non-decreasing offsets into the candidate rows, from 0 to their number.
     pub offsets: Vec<usize>,
+}
+
+impl Lookahead {
+    /// Checks the offsets against the step's candidate sets and the hidden states.
+    pub fn check(&self, candidates: &[Candidates]) -> Result<()> {
+        if self.offsets.len() != candidates.len() + 1 || self.offsets.first() != Some(&0) {
+            anyhow::bail!(
+                "lookahead has {} offsets for {} rows (expected rows + 1, starting at 0)",
+                self.offsets.len(),
+                candidates.len()
+            );
+        }
+        for (row, (pair, cand)) in self.offsets.windows(2).zip(candidates).enumerate() {
+            if pair[1] < pair[0] || pair[1] - pair[0] > cand.len() {
+                anyhow::bail!(
+                    "lookahead covers {}..{} for row {row}, which has {} candidates",
+                    pair[0],
+                    pair[1],
+                    cand.len()
+                );
+            }
+        }
+        let covered = *self.offsets.last().expect("offsets are not empty") as i64;
+        let rows = self.hidden.size().first().copied().unwrap_or(-1);
+        if rows != covered || self.cache.batch_size().unwrap_or(rows) != covered {
+            anyhow::bail!(
+                "lookahead offsets cover {covered} candidate rows but its hidden states have {rows} \
+                 and its cache {:?}",
+                self.cache.batch_size()
+            );
+        }
+        Ok(())
+    }
+
+    /// The lookahead row of each row's drawn token, or `None` when some row drew a candidate the
+    /// lookahead does not cover.
+    pub fn rows_of(&self, tokens: &[i64], candidates: &[Candidates]) -> Result<Option<Vec<i64>>> {
+        let mut rows = Vec::with_capacity(tokens.len());
+        for (slot, (token, cand)) in tokens.iter().zip(candidates).enumerate() {
+            let j = cand.ids.iter().position(|id| id == token).ok_or_else(|| {
+                anyhow::anyhow!("drawn token {token} is not among the candidates")
+            })?;
+            if self.offsets[slot] + j >= self.offsets[slot + 1] {
+                return Ok(None);
+            }
+            rows.push((self.offsets[slot] + j) as i64);
+        }
+        Ok(Some(rows))
+    }
 }
 
 /// A decoding-time detoxification method. Every hook has a no-op default, so a method writes

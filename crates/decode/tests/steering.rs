@@ -75,11 +75,30 @@ impl Steering for Ban {
     }
 }
 
-/// Runs the model on every candidate (as SASA does) and hands the loop the result; also checks
-/// that the rows the hooks see agree with what was drawn.
+/// Runs the model on every candidate (as SASA does), or on the first `cover` of each row, and
+/// hands the loop the result; also checks that the rows the hooks see agree with what was drawn.
 struct RunEveryCandidate {
     generated: Vec<Vec<i64>>,
     lookaheads: usize,
+    cover: usize,
+    /// Break the offsets (a malformed lookahead must be refused).
+    bad_offsets: bool,
+    /// This step's covered candidates per row, and the draws that fell outside them.
+    covered: Vec<Vec<i64>>,
+    uncovered_draws: usize,
+}
+
+impl RunEveryCandidate {
+    fn new(cover: usize) -> Self {
+        Self {
+            generated: Vec::new(),
+            lookaheads: 0,
+            cover,
+            bad_offsets: false,
+            covered: Vec::new(),
+            uncovered_draws: 0,
+        }
+    }
 }
 
 impl Steering for RunEveryCandidate {
@@ -103,12 +122,19 @@ impl Steering for RunEveryCandidate {
         let mut fork_rows = Vec::new();
         let mut ids = Vec::new();
         for (row, cand) in candidates.iter().enumerate() {
-            fork_rows.extend(std::iter::repeat_n(row as i64, cand.len()));
-            ids.extend_from_slice(&cand.ids);
+            let run = cand.len().min(self.cover);
+            fork_rows.extend(std::iter::repeat_n(row as i64, run));
+            ids.extend_from_slice(&cand.ids[..run]);
             offsets.push(ids.len());
         }
-        let mut cache = step.cache.deep_clone();
-        cache.select_rows(&Tensor::from_slice(&fork_rows));
+        self.covered = candidates
+            .iter()
+            .map(|c| c.ids[..c.len().min(self.cover)].to_vec())
+            .collect();
+        if self.bad_offsets {
+            offsets.pop();
+        }
+        let mut cache = step.cache.fork_rows(&Tensor::from_slice(&fork_rows));
         let input = Tensor::from_slice(&ids).view([-1, 1]);
         let hidden = step
             .model
@@ -124,6 +150,9 @@ impl Steering for RunEveryCandidate {
     fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
         for (mine, &t) in self.generated.iter_mut().zip(tokens) {
             mine.push(t);
+        }
+        for (covered, t) in self.covered.iter().zip(tokens) {
+            self.uncovered_draws += usize::from(!covered.contains(t));
         }
         Ok(())
     }
@@ -180,10 +209,7 @@ fn a_lookahead_reproduces_the_plain_loop() {
             let settings = settings(5, stop_at_eos);
             let eos = [common];
             let plain = collect(&model, &eos, &settings, &mut []);
-            let mut method = RunEveryCandidate {
-                generated: Vec::new(),
-                lookaheads: 0,
-            };
+            let mut method = RunEveryCandidate::new(usize::MAX);
             let steered = {
                 let mut steering: Vec<Box<dyn Steering + '_>> = vec![Box::new(&mut method)];
                 collect(&model, &eos, &settings, &mut steering)
@@ -200,4 +226,43 @@ fn a_lookahead_reproduces_the_plain_loop() {
             }
         }
     }
+}
+
+/// A lookahead over only the first two candidates of each row, with every logit left as it was:
+/// on steps where a row draws past them the loop runs the model itself, and the tokens are still
+/// exactly the plain loop's.
+#[test]
+fn a_partial_lookahead_falls_back_where_it_does_not_cover_the_draw() {
+    let model = load("tiny-llama");
+    let settings = settings(5, false);
+    let plain = collect(&model, &[], &settings, &mut []);
+    let mut method = RunEveryCandidate::new(2);
+    let steered = {
+        let mut steering: Vec<Box<dyn Steering + '_>> = vec![Box::new(&mut method)];
+        collect(&model, &[], &settings, &mut steering)
+    };
+    assert_eq!(steered, plain);
+    assert!(method.lookaheads > 0);
+    assert!(
+        method.uncovered_draws > 0,
+        "some draws should fall past the first two candidates"
+    );
+}
+
+#[test]
+fn a_malformed_lookahead_is_refused() {
+    let model = load("tiny-llama");
+    let mut method = RunEveryCandidate::new(usize::MAX);
+    method.bad_offsets = true;
+    let mut steering: Vec<Box<dyn Steering + '_>> = vec![Box::new(&mut method)];
+    let error = generate_steered(
+        model.model.as_ref(),
+        &[],
+        &requests(&model),
+        &settings(5, false),
+        &mut steering,
+        |_| Ok(()),
+    )
+    .unwrap_err();
+    assert!(format!("{error:#}").contains("offsets"), "{error:#}");
 }

@@ -114,6 +114,42 @@ impl KvCache {
         }
     }
 
+    /// A new cache holding the rows named by `rows` (int64 indices, repeats and any order
+    /// allowed), sharing nothing with this one: how SASA and RAD give every candidate token its
+    /// own copy of its row's cache in one operation.
+    ///
+    /// Only the filled positions are copied, gathered straight into buffers with room for
+    /// exactly one more position (the usual next step runs one token per forked row), so a fork
+    /// costs one copy of the rows' real history — not of the preallocated capacity, and not a
+    /// deep copy of the whole cache followed by a selection. A second token on the fork grows it
+    /// as usual.
+    pub fn fork_rows(&self, rows: &Tensor) -> KvCache {
+        let past = self.seq_len();
+        let fork = |t: &Tensor| {
+            let index = rows.to_device(t.device());
+            let mut shape = t.size();
+            shape[0] = index.size()[0];
+            shape[2] = past + 1;
+            let buffer = Tensor::empty(&shape, (t.kind(), t.device()));
+            // The gather writes into the strided view of the first `past` positions: one copy.
+            let _ = t
+                .narrow(2, 0, past)
+                .index_select_out(&buffer.narrow(2, 0, past), 0, &index);
+            buffer
+        };
+        let pick = |t: &Tensor| t.index_select(0, &rows.to_device(t.device()));
+        Self {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.as_ref().map(|(k, v)| (fork(k), fork(v))))
+                .collect(),
+            key_mask: self.key_mask.as_ref().map(pick),
+            real_tokens: self.real_tokens.as_ref().map(pick),
+            has_padding: self.has_padding,
+        }
+    }
+
     /// A deep copy (tensors are reference-counted in tch; this one shares nothing).
     pub fn deep_clone(&self) -> Self {
         let copy = |t: &Tensor| t.copy();
@@ -218,5 +254,83 @@ impl KvCache {
     /// `[batch]` count of real tokens per row.
     pub fn real_tokens(&self) -> Option<&Tensor> {
         self.real_tokens.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache of `batch` left-padded rows and `len` positions over two layers, filled with
+    /// distinct values so a row or position mix-up shows.
+    fn filled_cache(batch: i64, len: i64) -> KvCache {
+        let mut cache = KvCache::new(2);
+        let mask = Tensor::ones([batch, len], (Kind::Int64, Device::Cpu));
+        // Row 1 is left-padded by two positions.
+        let _ = mask.get(1).narrow(0, 0, 2).fill_(0);
+        for layer in 0..2 {
+            let values = Tensor::arange(batch * 3 * len * 4, (Kind::Float, Device::Cpu))
+                .view([batch, 3, len, 4])
+                + 1000.0 * layer as f64;
+            let _views = cache.extend_layer(layer, values.shallow_clone(), -values);
+        }
+        cache.commit_tokens(&mask);
+        cache
+    }
+
+    #[test]
+    fn fork_rows_equals_clone_then_select_and_shares_nothing() {
+        let cache = filled_cache(3, 5);
+        let rows = Tensor::from_slice(&[2i64, 0, 1, 1, 2]);
+        let fork = cache.fork_rows(&rows);
+        let mut reference = cache.deep_clone();
+        reference.select_rows(&rows);
+        assert_eq!(fork.batch_size(), Some(5));
+        assert_eq!(fork.seq_len(), 5);
+        assert!(fork.has_padding);
+        for layer in 0..2 {
+            let (k, v) = fork.layers[layer].as_ref().unwrap();
+            let (rk, rv) = reference.layers[layer].as_ref().unwrap();
+            // Room for exactly one more position, and the filled part equal to the reference's.
+            assert_eq!(k.size(), [5, 3, 6, 4]);
+            assert!(k.narrow(2, 0, 5).equal(&rk.narrow(2, 0, 5)));
+            assert!(v.narrow(2, 0, 5).equal(&rv.narrow(2, 0, 5)));
+        }
+        assert!(fork
+            .key_mask
+            .as_ref()
+            .unwrap()
+            .equal(reference.key_mask.as_ref().unwrap()));
+        assert_eq!(
+            Vec::<i64>::try_from(fork.real_tokens().unwrap()).unwrap(),
+            vec![5, 5, 3, 3, 5]
+        );
+
+        // One token on the fork fills its spare position without growing it; a second one grows
+        // it. Neither touches the original.
+        let original = cache.layers[0].as_ref().unwrap().0.copy();
+        let mut fork = fork;
+        for step in 0..2 {
+            let new = Tensor::full([5, 3, 1, 4], -7.0, (Kind::Float, Device::Cpu));
+            for layer in 0..2 {
+                let (k, _) = fork.extend_layer(layer, new.shallow_clone(), new.shallow_clone());
+                assert_eq!(k.size(), [5, 3, 6 + step, 4]);
+                assert!(k.narrow(2, 5 + step, 1).equal(&new));
+                let (rk, _) = reference.layers[layer].as_ref().unwrap();
+                assert!(k.narrow(2, 0, 5).equal(&rk.narrow(2, 0, 5)));
+            }
+            fork.commit_tokens(&Tensor::ones([5, 1], (Kind::Int64, Device::Cpu)));
+        }
+        assert_eq!(fork.seq_len(), 7);
+        assert!(cache.layers[0].as_ref().unwrap().0.equal(&original));
+        assert_eq!(cache.seq_len(), 5);
+    }
+
+    #[test]
+    fn fork_of_an_empty_cache_is_empty() {
+        let cache = KvCache::new(3);
+        let fork = cache.fork_rows(&Tensor::from_slice(&[0i64, 0]));
+        assert!(fork.is_empty());
+        assert_eq!(fork.num_layers(), 3);
     }
 }

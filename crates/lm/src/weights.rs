@@ -18,18 +18,7 @@ pub struct Weights {
 impl Weights {
     /// Reads every tensor of the checkpoint in `dir`.
     pub fn from_hf_folder(dir: &Path, device: Device, kind: Kind) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let (files, source) = if single.is_file() {
-            (vec![single.clone()], single)
-        } else if index.is_file() {
-            (shard_files(&index)?, index)
-        } else {
-            bail!(
-                "{}: no model.safetensors or model.safetensors.index.json",
-                dir.display()
-            );
-        };
+        let (files, source) = checkpoint_files(dir)?;
         let mut tensors = HashMap::new();
         for file in &files {
             read_safetensors_into(file, device, kind, &mut tensors)?;
@@ -74,6 +63,23 @@ impl Weights {
 
     pub fn source(&self) -> &Path {
         &self.source
+    }
+}
+
+/// The safetensors files of the checkpoint in `dir` (one file, or the shards its index lists, in
+/// name order) and the file that names them (for errors).
+pub fn checkpoint_files(dir: &Path) -> Result<(Vec<PathBuf>, PathBuf)> {
+    let single = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if single.is_file() {
+        Ok((vec![single.clone()], single))
+    } else if index.is_file() {
+        Ok((shard_files(&index)?, index))
+    } else {
+        bail!(
+            "{}: no model.safetensors or model.safetensors.index.json",
+            dir.display()
+        );
     }
 }
 

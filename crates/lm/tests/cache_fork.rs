@@ -1,4 +1,4 @@
-//! The KV cache at its edges: forking rows (repeat, reorder, select) and continuing from a fork
+//! The KV cache at its edges: forking rows (`fork_rows`, repeat, reorder, select) and continuing from a fork
 //! gives the same hidden states as recomputing each full sequence from scratch — what SASA and
 //! RAD rely on when they score every candidate token on a copy of its row's cache.
 
@@ -23,9 +23,11 @@ fn check(name: &str) {
     let mut cache = model.new_cache();
     let _prompt_hidden = tch::no_grad(|| model.forward_hidden(&ids, &mask, &mut cache));
 
-    // Fork: row 2 twice, row 0 three times, row 1 once, in a scrambled order.
+    // Fork: row 2 twice, row 0 three times, row 1 once, in a scrambled order. The prompt cache
+    // stays as it was and is continued on its own at the end.
     let rows = [2i64, 0, 1, 0, 2, 0];
-    cache.select_rows(&Tensor::from_slice(&rows));
+    let prompt_cache = cache;
+    let mut cache = prompt_cache.fork_rows(&Tensor::from_slice(&rows));
     let candidates = [11i64, 12, 13, 14, 15, 16];
     let step = Tensor::from_slice(&candidates).view([-1, 1]);
     let hidden = tch::no_grad(|| model.forward_hidden(&step, &step.ones_like(), &mut cache));
@@ -63,6 +65,22 @@ fn check(name: &str) {
         assert!(
             d <= TOLERANCE,
             "{name}: second step row {slot} differs by {d}"
+        );
+    }
+
+    // The fork and the steps on it left the prompt cache alone: continuing it still matches.
+    let mut prompt_cache = prompt_cache;
+    let last = Tensor::from_slice(&[31i64, 32, 33]).view([-1, 1]);
+    let hidden = tch::no_grad(|| model.forward_hidden(&last, &last.ones_like(), &mut prompt_cache));
+    for (row, prompt) in prompts.iter().enumerate() {
+        let full: Vec<i64> = prompt.iter().copied().chain([31 + row as i64]).collect();
+        let d = max_abs_diff(
+            &hidden.get(row as i64).get(0),
+            &full_last_hidden(model, &full),
+        );
+        assert!(
+            d <= TOLERANCE,
+            "{name}: prompt cache row {row} after the fork differs by {d}"
         );
     }
 

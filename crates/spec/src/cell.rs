@@ -41,14 +41,97 @@ pub enum ParamValue {
     Path(PathBuf),
 }
 
-/// A method with every parameter filled in (defaults included) and one strength.
+/// One method with every parameter filled in (defaults included) and one strength.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MethodRef {
+pub struct MethodStep {
     pub name: String,
-    /// Display label (not part of the identity).
-    pub label: String,
     pub params: BTreeMap<String, ParamValue>,
     pub strength: Option<f64>,
+}
+
+impl MethodStep {
+    fn identity(&self) -> Value {
+        let params: serde_json::Map<String, Value> = self
+            .params
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    ParamValue::Path(p) => Value::String(identity_path(p)),
+                    other => serde_json::to_value(other).expect("param serializes"),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        json!({ "name": self.name, "params": params, "strength": self.strength })
+    }
+}
+
+/// What a cell decodes with: one method, or a stack of methods applied in order under one
+/// decoder loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodRef {
+    /// Display label (not part of the identity).
+    pub label: String,
+    /// In application order; one entry for a plain method.
+    pub steps: Vec<MethodStep>,
+}
+
+impl MethodRef {
+    /// The step names joined by `+` (`none`, `sasa`, `word_filter+sasa`).
+    pub fn name(&self) -> String {
+        self.steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    /// The cell's strength on the sweep axis: the last step that has one.
+    pub fn strength(&self) -> Option<f64> {
+        self.steps.iter().rev().find_map(|s| s.strength)
+    }
+
+    /// Every step's parameters, keyed `param` for a single method and `step.param` in a stack.
+    pub fn flat_params(&self) -> BTreeMap<String, ParamValue> {
+        let single = self.steps.len() == 1;
+        self.steps
+            .iter()
+            .flat_map(|step| {
+                step.params.iter().map(move |(k, v)| {
+                    let key = if single {
+                        k.clone()
+                    } else {
+                        format!("{}.{k}", step.name)
+                    };
+                    (key, v.clone())
+                })
+            })
+            .collect()
+    }
+
+    /// A single method keeps the identity shape it always had (so cell ids of plain methods do
+    /// not change); a stack is the list of its steps.
+    fn identity(&self) -> Value {
+        match self.steps.as_slice() {
+            [one] => one.identity(),
+            steps => json!({ "stack": steps.iter().map(MethodStep::identity).collect::<Vec<_>>() }),
+        }
+    }
+}
+
+/// `cell.json` shows the method as `{label, name, params, strength, steps}`: the flat fields
+/// serve tables and charts, `steps` keeps the full stack.
+impl Serialize for MethodRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = serializer.serialize_struct("MethodRef", 5)?;
+        m.serialize_field("label", &self.label)?;
+        m.serialize_field("name", &self.name())?;
+        m.serialize_field("params", &self.flat_params())?;
+        m.serialize_field("strength", &self.strength())?;
+        m.serialize_field("steps", &self.steps)?;
+        m.end()
+    }
 }
 
 /// A named prompt source with absolute paths.
@@ -134,26 +217,10 @@ impl Cell {
         let mut source = self.prompts.source.clone();
         let p = source.path_mut();
         *p = PathBuf::from(identity_path(p));
-        let params: serde_json::Map<String, Value> = self
-            .method
-            .params
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    ParamValue::Path(p) => Value::String(identity_path(p)),
-                    other => serde_json::to_value(other).expect("param serializes"),
-                };
-                (k.clone(), v)
-            })
-            .collect();
         let g = &self.generation;
         json!({
             "model": self.model.identity(),
-            "method": {
-                "name": self.method.name,
-                "params": params,
-                "strength": self.method.strength,
-            },
+            "method": self.method.identity(),
             "prompts": source,
             "generation": {
                 "samples_per_prompt": g.samples_per_prompt,
@@ -199,7 +266,7 @@ impl Cell {
     pub fn label(&self) -> String {
         let strength = self
             .method
-            .strength
+            .strength()
             .map(|s| format!("@{s}"))
             .unwrap_or_default();
         format!(
@@ -293,6 +360,8 @@ pub struct Experiment {
     /// Output folder (absolute; not created by validation).
     pub output: PathBuf,
     pub cells: Vec<Cell>,
+    /// Optional models and prompt sets that were missing (their cells are not in `cells`).
+    pub skipped: Vec<String>,
 }
 
 impl Experiment {
@@ -314,7 +383,7 @@ impl fmt::Display for Experiment {
             let g = &c.generation;
             writeln!(
                 f,
-                "generation {} samples x {} tokens, temperature {}, top-p {}, top-k {}, batch {}, device {}, dtype {:?}",
+                "generation {} samples x {} tokens, temperature {}, top-p {}, top-k {}, batch {}, device {}, dtype {}",
                 g.samples_per_prompt,
                 g.max_new_tokens,
                 g.temperature,
@@ -322,10 +391,13 @@ impl fmt::Display for Experiment {
                 g.top_k.map_or("-".into(), |k| k.to_string()),
                 g.batch_size,
                 g.device,
-                g.dtype
+                format!("{:?}", g.dtype).to_lowercase()
             )?;
             let scorers: Vec<String> = c.scorers.iter().map(Scorer::spec_name).collect();
             writeln!(f, "scorers    {}", scorers.join(", "))?;
+        }
+        for s in &self.skipped {
+            writeln!(f, "skipped    {s}")?;
         }
         writeln!(f, "{} cells", self.cells.len())?;
         let header = [
@@ -339,7 +411,7 @@ impl fmt::Display for Experiment {
                     c.cell_id(),
                     c.model.name.clone(),
                     c.method.label.clone(),
-                    c.method.strength.map_or("-".into(), |s| s.to_string()),
+                    c.method.strength().map_or("-".into(), |s| s.to_string()),
                     c.prompts.name.clone(),
                     c.seed.to_string(),
                     c.judge.name.clone(),

@@ -49,7 +49,7 @@ pub mod validate;
 use std::path::Path;
 
 pub use cell::{
-    canonical_json, Cell, Experiment, Generation, MethodRef, ModelRef, ParamValue, PromptSetRef,
+    canonical_json, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef, ParamValue, PromptSetRef,
     Scorer,
 };
 pub use error::{closest, SpecError, SpecErrors};

@@ -74,6 +74,11 @@ pub struct RawModelFull {
     /// Inferred from the path when absent (a folder is `hf`, a `.gguf` file is `gguf`).
     #[serde(default)]
     pub format: Option<ModelFormat>,
+    /// A missing optional model drops its cells (listed by `detox validate`) instead of failing
+    /// the spec: a paper-scale spec runs on whichever checkpoints a machine has. A missing
+    /// optional judge falls back to each cell's own model.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 impl<'de> Deserialize<'de> for RawModel {
@@ -145,13 +150,31 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMethod {
-    pub name: String,
-    /// Distinguishes two entries of the same method with different parameters; defaults to `name`.
+    /// A single method; an entry gives either `name` or `stack`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Distinguishes two entries of the same method with different parameters; defaults to `name`
+    /// (for a stack, the step names joined by `+`).
     #[serde(default)]
     pub label: Option<String>,
     #[serde(default)]
     pub params: BTreeMap<String, serde_yaml::Value>,
     /// One strength or a list (a sweep).
+    #[serde(default)]
+    pub strength: Option<OneOrMany<f64>>,
+    /// Methods applied together in this order under one decoder loop (e.g. word_filter then
+    /// sasa). Strength lists of the steps expand as a product.
+    #[serde(default)]
+    pub stack: Option<Vec<RawMethodStep>>,
+}
+
+/// One method inside a `stack`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMethodStep {
+    pub name: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, serde_yaml::Value>,
     #[serde(default)]
     pub strength: Option<OneOrMany<f64>>,
 }
@@ -162,6 +185,9 @@ pub struct RawPromptSet {
     /// Defaults to the file stem of the source's path.
     #[serde(default)]
     pub name: Option<String>,
+    /// A missing optional prompt file drops its cells instead of failing the spec.
+    #[serde(default)]
+    pub optional: bool,
     #[serde(flatten)]
     pub source: PromptSourceSpec,
 }
@@ -174,6 +200,8 @@ pub enum Dtype {
     F32,
     F16,
     Bf16,
+    /// f32 on CPU, bf16 on CUDA, decided when the cell runs (the run record says which).
+    Auto,
 }
 
 fn default_samples() -> usize {

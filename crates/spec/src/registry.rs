@@ -48,6 +48,8 @@ pub struct ParamInfo {
     pub default: Option<ParamDefault>,
     /// Valid range for `Float` and `Int` parameters.
     pub range: Option<Range>,
+    /// The values a `String` parameter may take (`None`: any string).
+    pub choices: Option<&'static [&'static str]>,
     pub description: &'static str,
 }
 
@@ -76,12 +78,96 @@ impl MethodInfo {
 }
 
 /// Methods every build knows. Later method crates add their entry here.
-pub static BUILTIN_METHODS: &[MethodInfo] = &[MethodInfo {
-    name: "none",
-    description: "plain sampling, no steering (the baseline)",
-    params: &[],
-    strength: None,
-}];
+pub static BUILTIN_METHODS: &[MethodInfo] = &[
+    MethodInfo {
+        name: "none",
+        description: "plain sampling, no steering (the baseline)",
+        params: &[],
+        strength: None,
+    },
+    MethodInfo {
+        name: "word_filter",
+        description: "ban listed words while decoding (multi-token aware) and/or redraw finished samples that contain one",
+        params: &[
+            ParamInfo {
+                name: "mode",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("decode")),
+                range: None,
+                description: "decode: ban token sequences; posthoc: reject and redraw; both",
+                choices: Some(&["decode", "posthoc", "both"]),
+            },
+            ParamInfo {
+                name: "lists",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("rtp")),
+                range: None,
+                description: "comma-separated: rtp (RealToxicityPrompts' list), ldnoobw, or list files (absolute paths)",
+                choices: None,
+            },
+            ParamInfo {
+                name: "max_retries",
+                kind: ParamKind::Int,
+                default: Some(ParamDefault::Int(10)),
+                range: Some(Range {
+                    min: 0.0,
+                    max: 1000.0,
+                }),
+                description: "post-hoc redraws per sample before the last draw is kept (flagged)",
+                choices: None,
+            },
+            ParamInfo {
+                name: "text_rule",
+                kind: ParamKind::Bool,
+                default: Some(ParamDefault::Bool(true)),
+                range: None,
+                description: "decode mode: also ban a token that would complete a listed word in the decoded text, however it is tokenized (false: token sequences of the listed spellings only, RealToxicityPrompts' baseline)",
+                choices: None,
+            },
+        ],
+        strength: None,
+    },
+    MethodInfo {
+        name: "sasa",
+        description: "self-disciplined autoregressive sampling: candidates re-weighted by a linear toxic/non-toxic margin of the model's own next hidden state; strength is beta",
+        params: &[
+            ParamInfo {
+                name: "subspace",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("auto")),
+                range: None,
+                description: "the fitted discriminant (detox train sasa); auto: configs/sasa/<model folder>.json",
+                choices: None,
+            },
+            ParamInfo {
+                name: "margin_transform",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("softmax")),
+                range: None,
+                description: "bonus per candidate: softmax of the row's margins (paper's closed form) or the raw margin",
+                choices: Some(&["softmax", "raw"]),
+            },
+            ParamInfo {
+                name: "max_candidates",
+                kind: ParamKind::Int,
+                default: Some(ParamDefault::Int(0)),
+                range: Some(Range {
+                    min: 0.0,
+                    max: 100_000.0,
+                }),
+                description: "score at most this many top candidates per row (0: all that top-k/top-p leave)",
+                choices: None,
+            },
+        ],
+        strength: Some(StrengthInfo {
+            range: Range {
+                min: 0.0,
+                max: 100_000.0,
+            },
+            default: 10.0,
+        }),
+    },
+];
 
 /// Scorer names the spec accepts; `hf:DIR[#label]` takes a classifier folder and an optional
 /// label to read (default: the classifier's toxic label).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use crate::cell::{
-    normalize, Cell, Experiment, Generation, MethodRef, ModelRef, ParamValue, PromptSetRef, Scorer,
+    normalize, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef, ParamValue, PromptSetRef, Scorer,
 };
 use crate::error::{closest, SpecError, SpecErrors};
 use crate::include::{load_merged, read_mapping, yaml_error, Merged};
@@ -23,6 +23,8 @@ struct Ctx<'a> {
     origin: BTreeMap<String, PathBuf>,
     registry: &'a Registry,
     errors: Vec<SpecError>,
+    /// Optional models and prompt sets that are missing, with why.
+    skipped: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -102,6 +104,7 @@ pub fn load_with(path: &Path, registry: &Registry) -> Result<Experiment, SpecErr
         origin: merged.origin.clone(),
         registry,
         errors: Vec::new(),
+        skipped: Vec::new(),
     };
     let exp = validate(&mut cx, raw);
     if cx.errors.is_empty() {
@@ -138,6 +141,13 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
             models.push(m);
         }
     }
+    if models.is_empty() && !raw.models.is_empty() && cx.errors.is_empty() {
+        cx.err(
+            "models",
+            "models",
+            "none of the models is present (all are optional and missing)",
+        );
+    }
     unique(
         cx,
         "models",
@@ -148,130 +158,110 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
     let judge = match &raw.judge {
         None => None,
         Some(RawModel::Short(s)) if s == "same" => None,
-        Some(j) => resolve_model(cx, "judge", "judge", j),
+        Some(j) => {
+            let judge = resolve_model(cx, "judge", "judge", j);
+            if let Some(last) = cx.skipped.last_mut().filter(|s| s.starts_with("judge")) {
+                last.push_str(": each cell's own model judges instead");
+            }
+            judge
+        }
     };
 
     // Methods.
     if raw.methods.is_empty() {
         cx.err("methods", "methods", "at least one method is required");
     }
-    let mut methods: Vec<(MethodRef, Vec<Option<f64>>)> = Vec::new();
+    // Per entry, its expansion: one MethodRef per strength (per combination, for a stack).
+    let mut methods: Vec<Vec<MethodRef>> = Vec::new();
     for (i, m) in raw.methods.iter().enumerate() {
         let at = format!("methods[{i}]");
-        let Some(info) = cx.registry.method(&m.name).copied() else {
-            let s = closest(&m.name, cx.registry.method_names());
-            cx.err_suggest(
-                "methods",
-                format!("{at}.name"),
-                format!("unknown method \"{}\"", m.name),
-                s,
-            );
-            continue;
-        };
-        let mut params = BTreeMap::new();
-        for (k, v) in &m.params {
-            let Some(p) = info.param(k) else {
-                let s = closest(k, info.params.iter().map(|p| p.name));
-                cx.err_suggest(
-                    "methods",
-                    format!("{at}.params.{k}"),
-                    format!("method \"{}\" has no parameter \"{k}\"", info.name),
-                    s,
-                );
-                continue;
-            };
-            match param_value(cx, p.kind, v) {
-                Err(reason) => cx.err("methods", format!("{at}.params.{k}"), reason),
-                Ok(val) => {
-                    let x = match val {
-                        ParamValue::Float(x) => Some(x),
-                        ParamValue::Int(x) => Some(x as f64),
-                        _ => None,
-                    };
-                    if let (Some(x), Some(r)) = (x, p.range) {
-                        if !r.contains(x) {
-                            cx.err(
-                                "methods",
-                                format!("{at}.params.{k}"),
-                                format!("{x} is outside [{}, {}]", r.min, r.max),
-                            );
-                        }
-                    }
-                    params.insert(k.clone(), val);
+        let steps: Vec<(MethodStep, Vec<Option<f64>>)> = match (&m.name, &m.stack) {
+            (Some(name), None) => {
+                match validate_step(cx, &at, name, &m.params, m.strength.as_ref()) {
+                    Some(step) => vec![step],
+                    None => continue,
                 }
             }
-        }
-        for p in info.params {
-            if params.contains_key(p.name) || m.params.contains_key(p.name) {
-                continue;
-            }
-            match p.default {
-                Some(d) => {
-                    let v = match d {
-                        ParamDefault::Float(x) => ParamValue::Float(x),
-                        ParamDefault::Int(x) => ParamValue::Int(x),
-                        ParamDefault::Bool(x) => ParamValue::Bool(x),
-                        ParamDefault::Str(s) if p.kind == ParamKind::Path => {
-                            ParamValue::Path(PathBuf::from(s))
-                        }
-                        ParamDefault::Str(s) => ParamValue::String(s.into()),
-                    };
-                    params.insert(p.name.to_string(), v);
+            (None, Some(stack)) => {
+                if !m.params.is_empty() || m.strength.is_some() {
+                    cx.err(
+                        "methods",
+                        at.clone(),
+                        "a stack takes params and strength inside its steps, not beside them",
+                    );
                 }
-                None => cx.err(
-                    "methods",
-                    format!("{at}.params"),
-                    format!("method \"{}\" requires parameter \"{}\"", info.name, p.name),
-                ),
-            }
-        }
-        let strengths: Vec<Option<f64>> = match (&m.strength, info.strength) {
-            (None, None) => vec![None],
-            (None, Some(s)) => vec![Some(s.default)],
-            (Some(_), None) => {
-                cx.err(
-                    "methods",
-                    format!("{at}.strength"),
-                    format!("method \"{}\" takes no strength", info.name),
-                );
-                continue;
-            }
-            (Some(OneOrMany { values, is_list }), Some(s)) => {
-                if values.is_empty() {
-                    cx.err("methods", format!("{at}.strength"), "empty strength list");
+                if stack.len() < 2 {
+                    cx.err(
+                        "methods",
+                        format!("{at}.stack"),
+                        "a stack needs at least two methods (write a single one with `name:`)",
+                    );
                 }
-                for (j, x) in values.iter().enumerate() {
-                    if !s.range.contains(*x) {
-                        let p = if *is_list {
-                            format!("{at}.strength[{j}]")
-                        } else {
-                            format!("{at}.strength")
-                        };
-                        cx.err(
-                            "methods",
-                            p,
-                            format!(
-                                "strength {x} is outside the valid range [{}, {}] of method \"{}\"",
-                                s.range.min, s.range.max, info.name
-                            ),
-                        );
+                let mut steps = Vec::new();
+                for (j, step) in stack.iter().enumerate() {
+                    let step_at = format!("{at}.stack[{j}]");
+                    if let Some(s) = validate_step(
+                        cx,
+                        &step_at,
+                        &step.name,
+                        &step.params,
+                        step.strength.as_ref(),
+                    ) {
+                        steps.push(s);
                     }
                 }
-                values.iter().map(|x| Some(*x)).collect()
+                if steps.len() != stack.len() {
+                    continue;
+                }
+                steps
+            }
+            (Some(_), Some(_)) => {
+                cx.err("methods", at, "give either `name` or `stack`, not both");
+                continue;
+            }
+            (None, None) => {
+                cx.err("methods", at, "a method entry needs `name` (or `stack`)");
+                continue;
             }
         };
-        let method = MethodRef {
-            name: info.name.to_string(),
-            label: m.label.clone().unwrap_or_else(|| m.name.clone()),
-            params,
-            strength: None,
-        };
-        methods.push((method, strengths));
+        let label = m.label.clone().unwrap_or_else(|| {
+            steps
+                .iter()
+                .map(|(s, _)| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join("+")
+        });
+        // The product of the steps' strength lists, first step outermost.
+        let mut expanded: Vec<Vec<MethodStep>> = vec![Vec::new()];
+        for (step, strengths) in &steps {
+            expanded = expanded
+                .into_iter()
+                .flat_map(|prefix| {
+                    strengths.iter().map(move |strength| {
+                        let mut next = prefix.clone();
+                        next.push(MethodStep {
+                            strength: *strength,
+                            ..step.clone()
+                        });
+                        next
+                    })
+                })
+                .collect();
+        }
+        methods.push(
+            expanded
+                .into_iter()
+                .map(|steps| MethodRef {
+                    label: label.clone(),
+                    steps,
+                })
+                .collect(),
+        );
     }
     unique(
         cx,
         "methods",
-        methods.iter().map(|(m, _)| m.label.clone()),
+        methods.iter().filter_map(|m| m.first().map(|m| m.label.clone())),
         "method label",
         "label",
     );
@@ -280,12 +270,20 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
     if raw.prompts.is_empty() {
         cx.err("prompts", "prompts", "at least one prompt set is required");
     }
+    let skipped_before = cx.skipped.len();
     let base = cx.base("prompts");
     let mut prompts = Vec::new();
     for (i, p) in raw.prompts.iter().enumerate() {
         let mut source = p.source.clone();
         let path = source.path_mut();
         *path = resolve(&base, path);
+        if p.optional && !path.exists() {
+            cx.skipped.push(format!(
+                "prompts[{i}]: optional prompt source {} not found",
+                path.display()
+            ));
+            continue;
+        }
         if !path.exists() {
             cx.err(
                 "prompts",
@@ -299,6 +297,13 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
                 .unwrap_or_default()
         });
         prompts.push(PromptSetRef { name, source });
+    }
+    if prompts.is_empty() && cx.skipped.len() > skipped_before {
+        cx.err(
+            "prompts",
+            "prompts",
+            "none of the prompt sets is present (all are optional and missing)",
+        );
     }
     unique(
         cx,
@@ -395,7 +400,10 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
 
     // Filters: names must exist.
     let model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
-    let method_labels: Vec<String> = methods.iter().map(|(m, _)| m.label.clone()).collect();
+    let method_labels: Vec<String> = methods
+        .iter()
+        .filter_map(|m| m.first().map(|m| m.label.clone()))
+        .collect();
     let prompt_names: Vec<String> = prompts.iter().map(|p| p.name.clone()).collect();
     for (key, filters) in [("only", &raw.only), ("exclude", &raw.exclude)] {
         for (i, f) in filters.iter().enumerate() {
@@ -433,16 +441,13 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
     // Expansion: models × methods × strengths × prompt sets × seeds, in spec order.
     let mut all = Vec::new();
     for model in &models {
-        for (method, strengths) in &methods {
-            for strength in strengths {
+        for entry in &methods {
+            for method in entry {
                 for p in &prompts {
                     for seed in &seeds {
                         all.push(Cell {
                             model: model.clone(),
-                            method: MethodRef {
-                                strength: *strength,
-                                ..method.clone()
-                            },
+                            method: method.clone(),
                             prompts: p.clone(),
                             generation: generation.clone(),
                             seed: *seed,
@@ -488,6 +493,7 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
         file: cx.root.clone(),
         output,
         cells,
+        skipped: cx.skipped.clone(),
     })
 }
 
@@ -495,7 +501,7 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
 pub fn matches(f: &RawFilter, c: &Cell) -> bool {
     f.model.as_ref().is_none_or(|m| *m == c.model.name)
         && f.method.as_ref().is_none_or(|m| *m == c.method.label)
-        && f.strength.is_none_or(|s| Some(s) == c.method.strength)
+        && f.strength.is_none_or(|s| Some(s) == c.method.strength())
         && f.prompts.as_ref().is_none_or(|p| *p == c.prompts.name)
         && f.seed.is_none_or(|s| s == c.seed)
 }
@@ -517,6 +523,138 @@ fn valid_device(d: &str) -> bool {
     matches!(d, "auto" | "cpu" | "cuda" | "mps")
         || d.strip_prefix("cuda:")
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// One method's name, parameters and strength, checked against the registry. `at` is the field
+/// path of the entry (`methods[2]`, `methods[1].stack[0]`). Returns the step (strength unset) and
+/// its strengths, or `None` after recording errors.
+fn validate_step(
+    cx: &mut Ctx,
+    at: &str,
+    name: &str,
+    raw_params: &BTreeMap<String, Value>,
+    raw_strength: Option<&OneOrMany<f64>>,
+) -> Option<(MethodStep, Vec<Option<f64>>)> {
+    let Some(info) = cx.registry.method(name).copied() else {
+        let s = closest(name, cx.registry.method_names());
+        cx.err_suggest(
+            "methods",
+            format!("{at}.name"),
+            format!("unknown method \"{name}\""),
+            s,
+        );
+        return None;
+    };
+    let mut params = BTreeMap::new();
+    for (k, v) in raw_params {
+        let Some(p) = info.param(k) else {
+            let s = closest(k, info.params.iter().map(|p| p.name));
+            cx.err_suggest(
+                "methods",
+                format!("{at}.params.{k}"),
+                format!("method \"{}\" has no parameter \"{k}\"", info.name),
+                s,
+            );
+            continue;
+        };
+        match param_value(cx, p.kind, v) {
+            Err(reason) => cx.err("methods", format!("{at}.params.{k}"), reason),
+            Ok(val) => {
+                let x = match val {
+                    ParamValue::Float(x) => Some(x),
+                    ParamValue::Int(x) => Some(x as f64),
+                    _ => None,
+                };
+                if let (Some(x), Some(r)) = (x, p.range) {
+                    if !r.contains(x) {
+                        cx.err(
+                            "methods",
+                            format!("{at}.params.{k}"),
+                            format!("{x} is outside [{}, {}]", r.min, r.max),
+                        );
+                    }
+                }
+                if let (ParamValue::String(v), Some(choices)) = (&val, p.choices) {
+                    if !choices.contains(&v.as_str()) {
+                        let s = closest(v, choices.iter().copied());
+                        cx.err_suggest(
+                            "methods",
+                            format!("{at}.params.{k}"),
+                            format!("\"{v}\" is not one of: {}", choices.join(", ")),
+                            s,
+                        );
+                    }
+                }
+                params.insert(k.clone(), val);
+            }
+        }
+    }
+    for p in info.params {
+        if params.contains_key(p.name) || raw_params.contains_key(p.name) {
+            continue;
+        }
+        match p.default {
+            Some(d) => {
+                let v = match d {
+                    ParamDefault::Float(x) => ParamValue::Float(x),
+                    ParamDefault::Int(x) => ParamValue::Int(x),
+                    ParamDefault::Bool(x) => ParamValue::Bool(x),
+                    // A default path is relative to the project root (the files the project ships).
+                    ParamDefault::Str(s) if p.kind == ParamKind::Path => {
+                        ParamValue::Path(paths::project_root().join(s))
+                    }
+                    ParamDefault::Str(s) => ParamValue::String(s.into()),
+                };
+                params.insert(p.name.to_string(), v);
+            }
+            None => cx.err(
+                "methods",
+                format!("{at}.params"),
+                format!("method \"{}\" requires parameter \"{}\"", info.name, p.name),
+            ),
+        }
+    }
+    let strengths: Vec<Option<f64>> = match (raw_strength, info.strength) {
+        (None, None) => vec![None],
+        (None, Some(s)) => vec![Some(s.default)],
+        (Some(_), None) => {
+            cx.err(
+                "methods",
+                format!("{at}.strength"),
+                format!("method \"{}\" takes no strength", info.name),
+            );
+            return None;
+        }
+        (Some(OneOrMany { values, is_list }), Some(s)) => {
+            if values.is_empty() {
+                cx.err("methods", format!("{at}.strength"), "empty strength list");
+            }
+            for (j, x) in values.iter().enumerate() {
+                if !s.range.contains(*x) {
+                    let p = if *is_list {
+                        format!("{at}.strength[{j}]")
+                    } else {
+                        format!("{at}.strength")
+                    };
+                    cx.err(
+                        "methods",
+                        p,
+                        format!(
+                            "strength {x} is outside the valid range [{}, {}] of method \"{}\"",
+                            s.range.min, s.range.max, info.name
+                        ),
+                    );
+                }
+            }
+            values.iter().map(|x| Some(*x)).collect()
+        }
+    };
+    let step = MethodStep {
+        name: info.name.to_string(),
+        params,
+        strength: None,
+    };
+    Some((step, strengths))
 }
 
 fn param_value(cx: &Ctx, kind: ParamKind, v: &Value) -> Result<ParamValue, String> {
@@ -608,6 +746,7 @@ fn resolve_model(cx: &mut Ctx, key: &str, at: &str, m: &RawModel) -> Option<Mode
                 preset: None,
                 path: Some(PathBuf::from(s)),
                 format: None,
+                optional: false,
             }
         }
         RawModel::Short(s) => RawModelFull {
@@ -615,6 +754,7 @@ fn resolve_model(cx: &mut Ctx, key: &str, at: &str, m: &RawModel) -> Option<Mode
             preset: Some(s.clone()),
             path: None,
             format: None,
+            optional: false,
         },
         RawModel::Full(f) => f.clone(),
     };
@@ -626,6 +766,11 @@ fn resolve_model(cx: &mut Ctx, key: &str, at: &str, m: &RawModel) -> Option<Mode
         }
         (None, Some(p)) => {
             let path = resolve(&base, p);
+            if full.optional && !path.exists() {
+                cx.skipped
+                    .push(format!("{at}: optional model {} not found", path.display()));
+                return None;
+            }
             let file = cx.file(key);
             match check_model(&path, full.format) {
                 Ok(format) => Some(ModelRef {
@@ -688,6 +833,13 @@ fn resolve_model(cx: &mut Ctx, key: &str, at: &str, m: &RawModel) -> Option<Mode
                 return None;
             };
             let path = resolve(file.parent().unwrap_or(Path::new(".")), p);
+            if (full.optional || pf.optional) && !path.exists() {
+                cx.skipped.push(format!(
+                    "{at}: optional model {} (preset \"{preset}\") not found",
+                    path.display()
+                ));
+                return None;
+            }
             match check_model(&path, full.format.or(pf.format)) {
                 Ok(format) => Some(ModelRef {
                     name: full

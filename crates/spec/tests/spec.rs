@@ -65,6 +65,7 @@ fn registry() -> Registry {
                 max: 100.0,
             }),
             description: "hidden layer",
+            choices: None,
         },
         ParamInfo {
             name: "margin",
@@ -72,6 +73,7 @@ fn registry() -> Registry {
             default: Some(ParamDefault::Float(0.0)),
             range: None,
             description: "margin",
+            choices: None,
         },
     ];
     let mut r = Registry::builtin();
@@ -159,7 +161,7 @@ fn strength_list_expands_and_is_range_checked() {
             "m / sasa@2 / b / seed 0",
         ]
     );
-    let p = &exp.cells[2].method.params;
+    let p = &exp.cells[2].method.steps[0].params;
     assert_eq!(p["margin"], ParamValue::Float(0.25));
     assert_eq!(p["layer"], ParamValue::Int(-1), "defaults are filled in");
 
@@ -548,4 +550,116 @@ fn quickstart_validates() {
         "{json}"
     );
     println!("{exp}");
+}
+
+/// The test registry plus a word-filter-like method with a choice parameter and no strength.
+fn registry_with_filter() -> Registry {
+    static FILTER_PARAMS: &[ParamInfo] = &[ParamInfo {
+        name: "mode",
+        kind: ParamKind::String,
+        default: Some(ParamDefault::Str("decode")),
+        range: None,
+        description: "when to filter",
+        choices: Some(&["decode", "posthoc", "both"]),
+    }];
+    let mut r = registry();
+    r.register(MethodInfo {
+        name: "ban",
+        description: "test stand-in",
+        params: FILTER_PARAMS,
+        strength: None,
+    });
+    r
+}
+
+#[test]
+fn a_stack_applies_methods_in_order_and_expands_its_strengths() {
+    let s = Scratch::new();
+    let text = BASE.replace(
+        "  - name: none\n",
+        "  - name: sasa\n    strength: 2\n  - stack:\n      - { name: ban, params: { mode: both } }\n      - { name: sasa, strength: [1, 3], params: { margin: 0.5 } }\n",
+    );
+    let exp = load_with(&s.write("stack.yaml", &text), &registry_with_filter()).unwrap();
+    let labels: Vec<String> = exp
+        .cells()
+        .iter()
+        .filter(|c| c.prompts.name == "a")
+        .map(|c| c.label())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "m / sasa@2 / a / seed 0",
+            "m / ban+sasa@1 / a / seed 0",
+            "m / ban+sasa@3 / a / seed 0",
+        ]
+    );
+    let stacked = &exp.cells[2].method;
+    assert_eq!(stacked.name(), "ban+sasa");
+    let names: Vec<&str> = stacked.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ban", "sasa"]);
+    assert_eq!(stacked.steps[0].strength, None);
+    assert_eq!(
+        stacked.flat_params()["ban.mode"],
+        ParamValue::String("both".into())
+    );
+    assert_eq!(
+        stacked.flat_params()["sasa.margin"],
+        ParamValue::Float(0.5)
+    );
+    // A plain method keeps its identity shape; a stack's differs from each of its steps.
+    let plain = exp.cells[0].identity();
+    assert_eq!(plain["method"]["name"], "sasa");
+    assert!(exp.cells[2].identity()["method"]["stack"].is_array());
+    // cell.json shows the flat fields and the steps.
+    let resolved: serde_json::Value = serde_json::from_str(&exp.cells[2].resolved_json()).unwrap();
+    assert_eq!(resolved["method"]["name"], "ban+sasa");
+    assert_eq!(resolved["method"]["strength"], 1.0);
+    assert_eq!(resolved["method"]["steps"][1]["name"], "sasa");
+
+    // Bad stacks: a wrong choice (with a suggestion), one step only, name and stack together.
+    let bad = BASE.replace(
+        "  - name: none\n",
+        "  - stack:\n      - { name: ban, params: { mode: posthok } }\n      - { name: sasa }\n",
+    );
+    let e = one_error(load_with(&s.write("bad1.yaml", &bad), &registry_with_filter()));
+    assert_eq!(e.path, "methods[0].stack[0].params.mode", "{e}");
+    assert_eq!(e.suggestion.as_deref(), Some("posthoc"), "{e}");
+    let bad = BASE.replace("  - name: none\n", "  - stack: [{ name: sasa }]\n");
+    let e = one_error(load_with(&s.write("bad2.yaml", &bad), &registry_with_filter()));
+    assert_eq!(e.path, "methods[0].stack", "{e}");
+    let bad = BASE.replace(
+        "  - name: none\n",
+        "  - { name: sasa, stack: [{ name: ban }, { name: sasa }] }\n",
+    );
+    let e = one_error(load_with(&s.write("bad3.yaml", &bad), &registry_with_filter()));
+    assert_eq!(e.path, "methods[0]", "{e}");
+}
+
+#[test]
+fn optional_models_and_prompt_sets_that_are_missing_drop_their_cells() {
+    let s = Scratch::new();
+    let text = "output: out\n\
+                models:\n  - { name: m, path: model }\n  - { name: big, path: no-such-model, optional: true }\n\
+                methods: [{ name: none }]\n\
+                prompts:\n  - { name: a, kind: user, path: a.jsonl }\n  - { name: gone, kind: user, path: gone.jsonl, optional: true }\n\
+                judge: { path: no-such-judge, optional: true }\n\
+                scorers: [profanity]\n";
+    let exp = load(s.write("opt.yaml", text)).unwrap();
+    assert_eq!(exp.cells.len(), 1);
+    assert_eq!(exp.cells[0].model.name, "m");
+    assert_eq!(exp.cells[0].judge, exp.cells[0].model);
+    assert_eq!(exp.skipped.len(), 3, "{:?}", exp.skipped);
+    let table = exp.table();
+    assert!(table.contains("no-such-model"), "{table}");
+    assert!(table.contains("own model judges"), "{table}");
+    // Without `optional`, a missing model is still an error naming the field.
+    let e = one_error(load(
+        s.write("req.yaml", &text.replace("path: no-such-model, optional: true", "path: no-such-model")),
+    ));
+    assert_eq!(e.path, "models[1].path", "{e}");
+    // All optional and all missing: an error, not an empty experiment.
+    let none = text.replace("  - { name: m, path: model }\n", "");
+    let e = one_error(load(s.write("none.yaml", &none)));
+    assert_eq!(e.path, "models", "{e}");
 }

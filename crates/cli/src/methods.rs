@@ -1,0 +1,167 @@
+//! From a cell's method (a spec `MethodRef`) to what the decoder loop runs: the steering methods
+//! in the order the spec lists them, and a post-hoc filter when one asks for it. Each method
+//! crate registers its spec entry in `spec::BUILTIN_METHODS` and is built here.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use decode::Steering;
+use filter::{FilterMode, ListRef, PosthocFilter, WordFilterConfig};
+use lm::LoadedModel;
+use sasa::{MarginTransform, Sasa, SasaParams, Subspace};
+use spec::{MethodRef, MethodStep, ParamValue};
+
+/// A resolved decoding method.
+pub struct Method {
+    spec: Option<MethodRef>,
+}
+
+/// What one loaded model decodes with.
+pub struct Decoding<'m> {
+    pub steering: Vec<Box<dyn Steering + 'm>>,
+    /// At most one post-hoc filter (a stack with two would redraw for either).
+    pub posthoc: Option<PosthocFilter>,
+}
+
+impl Method {
+    /// Plain sampling.
+    pub fn none() -> Self {
+        Method { spec: None }
+    }
+
+    /// Checks every step names a method this binary can decode with and that its parameters
+    /// parse, before any model is loaded.
+    pub fn from_spec(method: &MethodRef) -> Result<Self> {
+        let mut posthoc_steps = 0;
+        for step in &method.steps {
+            match step.name.as_str() {
+                "none" => {}
+                "word_filter" => {
+                    let config = word_filter_config(step)?;
+                    if config.mode.redraws_finished_samples() {
+                        posthoc_steps += 1;
+                    }
+                }
+                "sasa" => {
+                    sasa_params(step)?;
+                }
+                other => bail!("method {other:?} is registered but has no decoder"),
+            }
+        }
+        if posthoc_steps > 1 {
+            bail!("a stack may hold one post-hoc word filter, not {posthoc_steps}");
+        }
+        Ok(Method {
+            spec: Some(method.clone()),
+        })
+    }
+
+    /// What distinguishes this method's samples from plain sampling (`None` for plain sampling):
+    /// part of the generations file's settings fingerprint.
+    pub fn identity(&self) -> Option<String> {
+        let spec = self.spec.as_ref()?;
+        if spec.steps.iter().all(|s| s.name == "none") {
+            return None;
+        }
+        Some(spec::canonical_json(&serde_json::to_value(&spec.steps).ok()?))
+    }
+
+    /// The steering methods (and post-hoc filter) for one loaded model, in the spec's order.
+    pub fn decoding<'m>(&self, model: &'m LoadedModel) -> Result<Decoding<'m>> {
+        let mut decoding = Decoding {
+            steering: Vec::new(),
+            posthoc: None,
+        };
+        let Some(spec) = &self.spec else {
+            return Ok(decoding);
+        };
+        for step in &spec.steps {
+            match step.name.as_str() {
+                "none" => {}
+                "word_filter" => {
+                    let built = word_filter_config(step)?.build(&model.tokenizer)?;
+                    if let Some(steering) = built.decode {
+                        decoding.steering.push(Box::new(steering));
+                    }
+                    if built.posthoc.is_some() {
+                        decoding.posthoc = built.posthoc;
+                    }
+                }
+                "sasa" => {
+                    let (params, subspace) = sasa_params(step)?;
+                    let path = subspace.unwrap_or_else(|| Subspace::default_path(&model.dir));
+                    let sasa = Sasa::load(&path, &model.dir, params)
+                        .with_context(|| format!("sasa: subspace {}", path.display()))?;
+                    decoding.steering.push(Box::new(sasa));
+                }
+                other => bail!("method {other:?} has no decoder"),
+            }
+        }
+        Ok(decoding)
+    }
+}
+
+fn string<'a>(step: &'a MethodStep, name: &str) -> Result<&'a str> {
+    match step.params.get(name) {
+        Some(ParamValue::String(s)) => Ok(s),
+        other => bail!("{}: parameter {name} is {other:?}, not a string", step.name),
+    }
+}
+
+fn int(step: &MethodStep, name: &str) -> Result<i64> {
+    match step.params.get(name) {
+        Some(ParamValue::Int(x)) => Ok(*x),
+        other => bail!("{}: parameter {name} is {other:?}, not an integer", step.name),
+    }
+}
+
+fn word_filter_config(step: &MethodStep) -> Result<WordFilterConfig> {
+    let mode: FilterMode = string(step, "mode")?.parse()?;
+    let lists: Vec<ListRef> = string(step, "lists")?
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(ListRef::parse)
+        .collect();
+    let max_retries = u64::try_from(int(step, "max_retries")?)
+        .context("word_filter: max_retries must be >= 0")?;
+    let text_rule = match step.params.get("text_rule") {
+        Some(ParamValue::Bool(b)) => *b,
+        other => bail!("word_filter: parameter text_rule is {other:?}, not a boolean"),
+    };
+    let config = WordFilterConfig {
+        mode,
+        lists,
+        max_retries,
+        text_rule,
+    };
+    // Fails early (before a model loads) on a list that does not exist.
+    filter::load_lists(&config.lists).context("word_filter: lists")?;
+    Ok(config)
+}
+
+/// SASA's parameters and its subspace file (`None`: the model's default).
+fn sasa_params(step: &MethodStep) -> Result<(SasaParams, Option<PathBuf>)> {
+    let beta = step
+        .strength
+        .context("sasa: a strength (beta) is required")?;
+    let margin_transform: MarginTransform = string(step, "margin_transform")?.parse()?;
+    let cap = int(step, "max_candidates")?;
+    let params = SasaParams {
+        beta,
+        margin_transform,
+        max_candidates: (cap > 0).then_some(cap as usize),
+    };
+    params.validate()?;
+    let subspace = match string(step, "subspace")? {
+        "auto" => None,
+        path => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                bail!("sasa: subspace file {} not found", path.display());
+            }
+            Some(path)
+        }
+    };
+    Ok((params, subspace))
+}

@@ -1,0 +1,146 @@
+//! `detox train sasa`: fits SASA's linear discriminant on the model's own hidden states of
+//! labelled toxicity text, prints its held-out accuracy and ROC-AUC, and writes the subspace file
+//! that SASA decoding loads.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use sasa::{EmbedOptions, FitOptions, FitRecord, SourceTexts, Subspace};
+
+use crate::{labelled, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct TrainSasaArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Labelled sources to fit on (comma-separated): jigsaw, davidson, paradetox, toxigen,
+    /// templates. Each is split into train and held-out parts as `train-scorer` splits it.
+    #[arg(long, value_delimiter = ',', default_value = "jigsaw")]
+    pub data: Vec<String>,
+    /// Sources whose held-out part is only measured on, not fitted on (comma-separated): how
+    /// the subspace carries over to other kinds of text.
+    #[arg(long, value_delimiter = ',')]
+    pub evaluate: Vec<String>,
+    /// At most this many toxic and this many non-toxic texts per source (seeded choice; default
+    /// all of them).
+    #[arg(long)]
+    pub per_label: Option<usize>,
+    /// Seed of the per-label choice.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Texts run through the model together.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Texts are cut to their first this-many tokens.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Eigenvalues of the pooled covariance below this fraction of the largest are dropped from
+    /// its pseudo-inverse.
+    #[arg(long, default_value_t = sasa::DEFAULT_EIGEN_CUTOFF)]
+    pub eigen_cutoff: f64,
+    /// Keep the hidden states of every source's train and held-out texts in this folder and
+    /// reuse them on the next run (another cut-off, another mix of sources) with the same model.
+    #[arg(long)]
+    pub embedding_cache: Option<PathBuf>,
+    /// Where to write the subspace (default: configs/sasa/<model folder name>.json, where SASA
+    /// decoding looks for it).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: &TrainSasaArgs) -> Result<()> {
+    if args.data.is_empty() {
+        bail!("--data names no source");
+    }
+    let loaded = args.model.load()?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Subspace::default_path(&loaded.dir));
+    if let Some(both) = args.evaluate.iter().find(|e| args.data.contains(e)) {
+        bail!("{both:?} is named in both --data and --evaluate");
+    }
+    let mut sources = Vec::with_capacity(args.data.len() + args.evaluate.len());
+    for (name, fitted) in args
+        .data
+        .iter()
+        .map(|n| (n, true))
+        .chain(args.evaluate.iter().map(|n| (n, false)))
+    {
+        let set = labelled::load(name, args.per_label, args.seed)?;
+        let (mut train, held_out) = labelled::split(&set);
+        let (toxic, clean) = set.toxic_and_clean();
+        eprintln!(
+            "{name}: {} texts ({toxic} toxic, {clean} non-toxic): {} train{}, {} held out",
+            set.len(),
+            train.len(),
+            if fitted { "" } else { " (not used)" },
+            held_out.len()
+        );
+        if !fitted {
+            train.clear();
+        }
+        sources.push(SourceTexts {
+            name: name.clone(),
+            train,
+            held_out,
+        });
+    }
+    let options = FitOptions {
+        embed: EmbedOptions {
+            batch_size: args.batch_size,
+            max_tokens: args.max_tokens,
+        },
+        eigen_cutoff: args.eigen_cutoff,
+        record: FitRecord {
+            procedure: if args.evaluate.is_empty() {
+                format!("detox train sasa --data {}", args.data.join(","))
+            } else {
+                format!(
+                    "detox train sasa --data {} --evaluate {}",
+                    args.data.join(","),
+                    args.evaluate.join(",")
+                )
+            },
+            per_label: args.per_label,
+            seed: args.seed,
+            held_out_fraction: labelled::HELD_OUT,
+            split_seed: labelled::SPLIT_SEED,
+            ..FitRecord::default()
+        },
+        embedding_cache: args.embedding_cache.clone(),
+    };
+    let subspace = sasa::fit_subspace(&loaded, &sources, &options, |line| eprintln!("{line}"))?;
+    let fit = &subspace.fit;
+    eprintln!(
+        "kept {} of {} eigenvalues (cut-off {:e} of the largest); {} toxic and {} non-toxic \
+         training texts",
+        fit.eigenvalues_kept,
+        fit.eigenvalues_total,
+        fit.eigen_cutoff,
+        fit.train_toxic,
+        fit.train_non_toxic
+    );
+    let show = |what: &str, m: &sasa::ClassifierMetrics| {
+        println!(
+            "{what}: accuracy {:.4}, ROC-AUC {} over {} texts",
+            m.accuracy,
+            m.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.texts
+        );
+    };
+    if let Some(train) = &fit.train_metrics {
+        show("train", train);
+    }
+    for (name, metrics) in &fit.held_out_by_source {
+        show(&format!("held-out {name}"), metrics);
+    }
+    match &fit.held_out {
+        Some(all) => show("held-out, all sources", all),
+        None => eprintln!("no held-out texts: nothing to measure the subspace on"),
+    }
+    subspace.save(&out)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}

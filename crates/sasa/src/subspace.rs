@@ -1,0 +1,477 @@
+//! The fitted discriminant of one model (`w`, `b` and what it was fitted on), its file format,
+//! and the checkpoint fingerprint that keeps it from being used with another model.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use lm::ModelInfo;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// The `format` field of a subspace file; bumped when the layout changes.
+pub const FORMAT: &str = "detox-sasa-subspace/1";
+
+/// How far `w` may be from unit length in a file (it is stored as float32).
+const UNIT_TOLERANCE: f64 = 1e-4;
+
+/// The model a subspace belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIdentity {
+    /// The model folder's name, for people reading the file (not checked: folders move).
+    pub folder: String,
+    pub architecture: String,
+    pub hidden_size: i64,
+    pub vocab_size: i64,
+    /// [`checkpoint_fingerprint`] of the folder: what is checked before decoding.
+    pub fingerprint: String,
+}
+
+impl ModelIdentity {
+    /// The identity of the model loaded from `dir`.
+    pub fn of_folder(dir: &Path, info: &ModelInfo) -> Result<Self> {
+        Ok(Self {
+            folder: dir
+                .file_name()
+                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
+            architecture: info.architecture.to_string(),
+            hidden_size: info.hidden_size,
+            vocab_size: info.vocab_size,
+            fingerprint: checkpoint_fingerprint(dir)?,
+        })
+    }
+}
+
+/// Texts of one labelled source, by class and by part of the shared split.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceCounts {
+    pub toxic: usize,
+    pub non_toxic: usize,
+    pub train: usize,
+    pub held_out: usize,
+}
+
+/// How well the sign of the margin separates the classes on some texts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierMetrics {
+    pub texts: usize,
+    /// Share of texts with margin > 0 exactly when non-toxic.
+    pub accuracy: f64,
+    /// ROC-AUC of the margin for "non-toxic" (`None` when a class is missing).
+    pub roc_auc: Option<f64>,
+}
+
+/// What a subspace was fitted on and how, so a reader of the file can judge and redo it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitRecord {
+    /// The command or procedure that wrote the file.
+    pub procedure: String,
+    /// Labelled sources by name (`jigsaw`, `davidson`, …).
+    pub sources: BTreeMap<String, SourceCounts>,
+    /// At most this many toxic and this many non-toxic texts were loaded per source.
+    pub per_label: Option<usize>,
+    /// Seed of that per-label choice.
+    pub seed: u64,
+    /// Fraction of each source held out, and the seed of that split.
+    pub held_out_fraction: f64,
+    pub split_seed: u64,
+    /// Texts longer than this many tokens were cut to their first this-many.
+    pub max_tokens: usize,
+    /// Device and dtype the hidden states were computed in (statistics are float64).
+    pub device: String,
+    pub dtype: String,
+    /// Eigenvalues of the pooled covariance below this fraction of the largest were dropped.
+    pub eigen_cutoff: f64,
+    pub eigenvalues_kept: usize,
+    pub eigenvalues_total: usize,
+    /// Training texts per class.
+    pub train_toxic: usize,
+    pub train_non_toxic: usize,
+    /// On the training texts (how much of the held-out quality is fit).
+    pub train_metrics: Option<ClassifierMetrics>,
+    /// On the held-out texts of the sources fitted on, together; and per source (including
+    /// sources only measured on, which have `train: 0`).
+    pub held_out: Option<ClassifierMetrics>,
+    pub held_out_by_source: BTreeMap<String, ClassifierMetrics>,
+}
+
+/// A linear discriminant on a model's final-norm hidden states: margin m(h) = wᵀ(h − b),
+/// positive on the non-toxic side, `w` of unit length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subspace {
+    pub format: String,
+    pub model: ModelIdentity,
+    /// What h is, in words.
+    pub embedding: String,
+    pub fit: FitRecord,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    /// The file this was read from, for error messages.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// What `embedding` says for subspaces fitted by this crate.
+pub const EMBEDDING: &str =
+    "final-norm hidden state (the LM head's input) at the last real token, \
+                             texts left-padded, no special tokens added";
+
+impl Subspace {
+    /// A subspace from its parts; `w` must be of unit length and `b` as long as `w`.
+    pub fn new(model: ModelIdentity, fit: FitRecord, w: Vec<f32>, b: Vec<f32>) -> Result<Self> {
+        let subspace = Self {
+            format: FORMAT.to_string(),
+            model,
+            embedding: EMBEDDING.to_string(),
+            fit,
+            w,
+            b,
+            source: None,
+        };
+        subspace.validate()?;
+        Ok(subspace)
+    }
+
+    /// Where `detox train sasa` writes the subspace of the model in `model_dir` by default, and
+    /// where decoding looks for it: `configs/sasa/<model folder name>.json` in the checkout.
+    pub fn default_path(model_dir: &Path) -> PathBuf {
+        let folder = model_dir
+            .file_name()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+        paths::project_root()
+            .join("configs")
+            .join("sasa")
+            .join(format!("{folder}.json"))
+    }
+
+    /// Reads and checks a subspace file (format, lengths, finite values, unit `w`).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the SASA subspace", path.display()))?;
+        let mut subspace: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a SASA subspace file", path.display()))?;
+        subspace.source = Some(path.to_path_buf());
+        subspace.validate()?;
+        Ok(subspace)
+    }
+
+    /// Reads a subspace file and checks that it was fitted on the model in `model_dir`.
+    pub fn load_for_model(path: &Path, model_dir: &Path) -> Result<Self> {
+        let subspace = Self::load(path)?;
+        subspace.check_model_folder(model_dir)?;
+        Ok(subspace)
+    }
+
+    /// Writes the file: metadata indented, `w` and `b` one line each.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.validate()?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
+        }
+        let mut bytes = Vec::new();
+        let mut serializer =
+            serde_json::Serializer::with_formatter(&mut bytes, json::CompactArrays::default());
+        self.serialize(&mut serializer)
+            .with_context(|| format!("{}: cannot serialise the subspace", path.display()))?;
+        bytes.push(b'\n');
+        std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+    }
+
+    fn describe(&self) -> String {
+        match &self.source {
+            Some(path) => path.display().to_string(),
+            None => format!("SASA subspace for {}", self.model.folder),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let name = self.describe();
+        if self.format != FORMAT {
+            bail!(
+                "{name}: field \"format\" is {:?}, expected {FORMAT:?}",
+                self.format
+            );
+        }
+        let hidden = self.model.hidden_size;
+        for (field, values) in [("w", &self.w), ("b", &self.b)] {
+            if values.len() as i64 != hidden {
+                bail!(
+                    "{name}: field {field:?} has {} values but model.hidden_size is {hidden}",
+                    values.len()
+                );
+            }
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!("{name}: field {field:?} has a non-finite value at index {i}");
+            }
+        }
+        let norm = self
+            .w
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        if (norm - 1.0).abs() > UNIT_TOLERANCE {
+            bail!("{name}: field \"w\" has length {norm}, expected unit length");
+        }
+        Ok(())
+    }
+
+    /// Checks that the model's shape matches (hidden size, vocabulary).
+    pub fn check_model(&self, info: &ModelInfo) -> Result<()> {
+        if info.hidden_size != self.model.hidden_size || info.vocab_size != self.model.vocab_size {
+            bail!(
+                "{}: fitted on {} (hidden size {}, vocabulary {}) but the model has hidden size {} \
+                 and vocabulary {}",
+                self.describe(),
+                self.model.folder,
+                self.model.hidden_size,
+                self.model.vocab_size,
+                info.hidden_size,
+                info.vocab_size
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks that the checkpoint in `model_dir` is the one this subspace was fitted on.
+    pub fn check_model_folder(&self, model_dir: &Path) -> Result<()> {
+        let found = checkpoint_fingerprint(model_dir)?;
+        if found != self.model.fingerprint {
+            bail!(
+                "{}: fitted on model {:?} (checkpoint fingerprint {}), but {} is another checkpoint \
+                 (fingerprint {found}); fit one for it with `detox train sasa --model {}`",
+                self.describe(),
+                self.model.folder,
+                self.model.fingerprint,
+                model_dir.display(),
+                model_dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Margins wᵀ(h − b) of hidden states `[n, hidden]` (any device and dtype), as float32 `[n]`
+    /// on the same device.
+    pub fn margins(&self, hidden: &Tensor) -> Tensor {
+        let device = hidden.device();
+        let w = Tensor::from_slice(&self.w).to_device(device);
+        let b = Tensor::from_slice(&self.b).to_device(device);
+        (hidden.to_kind(Kind::Float) - b).matmul(&w)
+    }
+}
+
+/// Windows sampled from each tensor's bytes for the fingerprint: start, middle and end.
+const WINDOWS_PER_TENSOR: u64 = 3;
+const WINDOW_BYTES: u64 = 256;
+
+/// A fingerprint of the checkpoint in `dir` that does not depend on where it lies or how its
+/// tensors are ordered in the files: every tensor's name, dtype and shape, and three 256-byte
+/// windows of its data (start, middle, end), sorted by name and hashed. It tells another
+/// checkpoint (a fine-tune, another import, another size) from this one in well under a second,
+/// without reading every weight; it does not promise to notice a single edited byte.
+pub fn checkpoint_fingerprint(dir: &Path) -> Result<String> {
+    let (files, _) = lm::weights::checkpoint_files(dir)?;
+    // (name, description, absolute data range, file index)
+    let mut tensors: Vec<(String, String, u64, u64, usize)> = Vec::new();
+    for (file_index, path) in files.iter().enumerate() {
+        let mut file =
+            File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let mut length = [0u8; 8];
+        file.read_exact(&mut length)
+            .with_context(|| format!("{}: no safetensors header", path.display()))?;
+        let header_len = u64::from_le_bytes(length);
+        let file_len = file.metadata()?.len();
+        if header_len > file_len.saturating_sub(8) {
+            bail!(
+                "{}: safetensors header length {header_len} exceeds the file",
+                path.display()
+            );
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header)?;
+        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+            .with_context(|| format!("{}: safetensors header is not JSON", path.display()))?;
+        let data_start = 8 + header_len;
+        for (name, entry) in header {
+            if name == "__metadata__" {
+                continue;
+            }
+            let offsets = entry
+                .get("data_offsets")
+                .and_then(|o| o.as_array())
+                .filter(|o| o.len() == 2)
+                .and_then(|o| Some((o[0].as_u64()?, o[1].as_u64()?)))
+                .with_context(|| {
+                    format!("{}: tensor {name:?} has no data_offsets", path.display())
+                })?;
+            let description = format!(
+                "{}|{}",
+                entry.get("dtype").map_or(String::new(), |d| d.to_string()),
+                entry.get("shape").map_or(String::new(), |s| s.to_string())
+            );
+            tensors.push((
+                name,
+                description,
+                data_start + offsets.0,
+                data_start + offsets.1,
+                file_index,
+            ));
+        }
+    }
+    tensors.sort();
+    let mut open: Vec<Option<File>> = files.iter().map(|_| None).collect();
+    let mut bytes = Vec::new();
+    let mut window = vec![0u8; WINDOW_BYTES as usize];
+    for (name, description, start, end, file_index) in &tensors {
+        bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(&(description.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(description.as_bytes());
+        let path = &files[*file_index];
+        let file = match &mut open[*file_index] {
+            Some(file) => file,
+            slot => slot.insert(File::open(path)?),
+        };
+        let len = end.saturating_sub(*start);
+        let take = len.min(WINDOW_BYTES);
+        for i in 0..WINDOWS_PER_TENSOR {
+            let offset = start + (len - take) * i / (WINDOWS_PER_TENSOR - 1);
+            file.seek(SeekFrom::Start(offset))?;
+            file.read_exact(&mut window[..take as usize])
+                .with_context(|| format!("{}: tensor {name:?} is cut short", path.display()))?;
+            bytes.extend_from_slice(&window[..take as usize]);
+        }
+    }
+    Ok(format!("{:016x}", paths::stable_hash(&bytes)))
+}
+
+mod json {
+    use std::io::{self, Write};
+
+    /// Indented objects, arrays on one line: the subspace's metadata stays readable and its two
+    /// vectors take two lines instead of one per number.
+    #[derive(Default)]
+    pub struct CompactArrays {
+        depth: usize,
+        has_value: bool,
+    }
+
+    impl CompactArrays {
+        fn indent<W: ?Sized + Write>(&self, writer: &mut W) -> io::Result<()> {
+            for _ in 0..self.depth {
+                writer.write_all(b"  ")?;
+            }
+            Ok(())
+        }
+    }
+
+    impl serde_json::ser::Formatter for CompactArrays {
+        fn begin_object<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+            self.depth += 1;
+            self.has_value = false;
+            writer.write_all(b"{")
+        }
+
+        fn end_object<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+            self.depth -= 1;
+            if self.has_value {
+                writer.write_all(b"\n")?;
+                self.indent(writer)?;
+            }
+            writer.write_all(b"}")
+        }
+
+        fn begin_object_key<W: ?Sized + Write>(
+            &mut self,
+            writer: &mut W,
+            first: bool,
+        ) -> io::Result<()> {
+            writer.write_all(if first { b"\n" } else { b",\n" })?;
+            self.indent(writer)
+        }
+
+        fn begin_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+            writer.write_all(b": ")
+        }
+
+        fn end_object_value<W: ?Sized + Write>(&mut self, _writer: &mut W) -> io::Result<()> {
+            self.has_value = true;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(hidden: i64) -> ModelIdentity {
+        ModelIdentity {
+            folder: "m".into(),
+            architecture: "llama".into(),
+            hidden_size: hidden,
+            vocab_size: 10,
+            fingerprint: "0".into(),
+        }
+    }
+
+    #[test]
+    fn save_and_load_round_trip_and_checks() {
+        let dir = std::env::temp_dir().join(format!("sasa-subspace-{}", std::process::id()));
+        let path = dir.join("s.json");
+        let fit = FitRecord {
+            procedure: "test".into(),
+            held_out: Some(ClassifierMetrics {
+                texts: 3,
+                accuracy: 0.5,
+                roc_auc: None,
+            }),
+            ..FitRecord::default()
+        };
+        let s =
+            Subspace::new(identity(3), fit, vec![0.6, 0.0, -0.8], vec![1.0, 2.5, -3.0]).unwrap();
+        s.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"w\": [0.6,0.0,-0.8]"), "{text}");
+        let back = Subspace::load(&path).unwrap();
+        assert_eq!(back.w, s.w);
+        assert_eq!(back.fit, s.fit);
+        assert_eq!(back.source.as_deref(), Some(path.as_path()));
+
+        // A wrong length or a non-unit w is refused, naming the file and the field.
+        let broken = text.replace("[0.6,0.0,-0.8]", "[0.6,0.0]");
+        std::fs::write(&path, broken).unwrap();
+        let error = format!("{:#}", Subspace::load(&path).unwrap_err());
+        assert!(
+            error.contains("s.json") && error.contains("\"w\""),
+            "{error}"
+        );
+        let broken = text.replace("[0.6,0.0,-0.8]", "[0.6,0.0,-0.7]");
+        std::fs::write(&path, broken).unwrap();
+        assert!(format!("{:#}", Subspace::load(&path).unwrap_err()).contains("unit length"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn margins_are_w_dot_h_minus_b() {
+        let s = Subspace::new(
+            identity(2),
+            FitRecord::default(),
+            vec![0.6, 0.8],
+            vec![1.0, -1.0],
+        )
+        .unwrap();
+        let hidden = Tensor::from_slice(&[1.0f32, -1.0, 2.0, 0.0]).view([2, 2]);
+        let m = Vec::<f32>::try_from(s.margins(&hidden)).unwrap();
+        assert!(m[0].abs() < 1e-7);
+        assert!((m[1] - (0.6 + 0.8)).abs() < 1e-6);
+    }
+}
