@@ -63,7 +63,9 @@ impl Method {
         if spec.steps.iter().all(|s| s.name == "none") {
             return None;
         }
-        Some(spec::canonical_json(&serde_json::to_value(&spec.steps).ok()?))
+        Some(spec::canonical_json(
+            &serde_json::to_value(&spec.steps).ok()?,
+        ))
     }
 
     /// The steering methods (and post-hoc filter) for one loaded model, in the spec's order.
@@ -111,7 +113,10 @@ fn string<'a>(step: &'a MethodStep, name: &str) -> Result<&'a str> {
 fn int(step: &MethodStep, name: &str) -> Result<i64> {
     match step.params.get(name) {
         Some(ParamValue::Int(x)) => Ok(*x),
-        other => bail!("{}: parameter {name} is {other:?}, not an integer", step.name),
+        other => bail!(
+            "{}: parameter {name} is {other:?}, not an integer",
+            step.name
+        ),
     }
 }
 

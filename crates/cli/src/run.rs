@@ -218,7 +218,10 @@ fn run_cell(cell: &Cell, dir: &Path, output: &Path, threads: Option<i32>) -> Res
             stats.prefill_seconds + stats.decode_seconds,
         );
         if let Some(t) = &outcome.posthoc {
-            record.add_counter("posthoc_rejected_first_draws", t.rejected_first_draws as f64);
+            record.add_counter(
+                "posthoc_rejected_first_draws",
+                t.rejected_first_draws as f64,
+            );
             record.add_counter("posthoc_redraws", t.redraws as f64);
             record.add_counter("posthoc_still_matched", t.still_matched as f64);
         }
@@ -276,7 +279,11 @@ fn run_cell(cell: &Cell, dir: &Path, output: &Path, threads: Option<i32>) -> Res
         policy: Some(policy),
         out: Some(partial.clone()),
     })?;
-    record.add_stage("evaluate", started.elapsed().as_secs_f64(), expected_samples);
+    record.add_stage(
+        "evaluate",
+        started.elapsed().as_secs_f64(),
+        expected_samples,
+    );
     record.note_peak_memory();
     // The record first: a cell whose metrics exist is done and never revisited.
     record.save(&record_path)?;

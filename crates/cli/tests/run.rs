@@ -217,3 +217,97 @@ fn shards_split_the_cells_and_merge_joins_them() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--shard takes I/N"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A stack (word filter, then SASA with a subspace fitted on the tiny model by `detox train
+/// sasa`) runs end to end from a spec; its generations differ from plain sampling, carry the
+/// post-hoc redraw counts, and the report lists both methods.
+#[test]
+fn a_stacked_method_runs_from_a_spec() {
+    let dir = scratch("stack");
+    let model = paths::require(&paths::fixture_dir("tiny-llama"), "tiny-llama")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let subspace = dir.join("tiny-sasa.json");
+    let fit = detox()
+        .args([
+            "train",
+            "sasa",
+            "--device",
+            "cpu",
+            "--data",
+            "jigsaw",
+            "--per-label",
+            "40",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&subspace)
+        .output()
+        .unwrap();
+    assert!(
+        fit.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fit.stderr)
+    );
+    let prompts = paths::project_root().join("configs/prompts/rtp-style.jsonl");
+    let text = format!(
+        "name: stack\noutput: out\nmodels:\n  - {{ name: tiny, path: {}, format: hf }}\n\
+         methods:\n  - name: none\n  - label: filter+sasa\n    stack:\n      - {{ name: word_filter, params: {{ mode: both, max_retries: 2 }} }}\n      - {{ name: sasa, strength: 50, params: {{ subspace: {}, max_candidates: 8 }} }}\n\
+         prompts:\n  - {{ name: rtp, kind: user, path: {} }}\n\
+         generation: {{ samples_per_prompt: 2, max_new_tokens: 8, batch_size: 16, device: cpu }}\n\
+         scorers: [profanity]\njudge: same\n",
+        model.display(),
+        subspace.display(),
+        prompts.display()
+    );
+    std::fs::write(dir.join("exp.yaml"), text).unwrap();
+    let out = detox()
+        .current_dir(&dir)
+        .args(["run", "exp.yaml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| filter+sasa"), "{stdout}");
+    let mut plain = None;
+    let mut stacked = None;
+    for cell in std::fs::read_dir(dir.join("out")).unwrap() {
+        let cell = cell.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(cell.join("cell.json")) else {
+            continue;
+        };
+        let cell_json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(cell.join("generations.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 200);
+        match cell_json["method"]["name"].as_str().unwrap() {
+            "none" => plain = Some(lines),
+            "word_filter+sasa" => stacked = Some(lines),
+            other => panic!("unexpected method {other}"),
+        }
+    }
+    let (plain, stacked) = (plain.unwrap(), stacked.unwrap());
+    assert!(plain.iter().all(|g| g.get("redraws").is_none()));
+    assert!(stacked.iter().all(|g| g["redraws"].as_u64().is_some()));
+    let text = |v: &[serde_json::Value]| -> Vec<String> {
+        let mut t: Vec<String> = v
+            .iter()
+            .map(|g| format!("{}/{}: {}", g["prompt_id"], g["sample_index"], g["text"]))
+            .collect();
+        t.sort();
+        t
+    };
+    assert_ne!(
+        text(&plain),
+        text(&stacked),
+        "SASA at β 50 must change samples"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -95,9 +95,8 @@ impl BanIndex {
         &self.always
     }
 
-    /// Appends to `banned` the tokens banned after the context `prompt` followed by `generated`
-    /// (ascending within each source; may repeat a token that two sequences ban). `tail` is
-    /// scratch space, so a caller looping over rows allocates once.
+    /// Appends to `banned` the tokens banned after the context `prompt` followed by `generated`:
+    /// [`BanIndex::always_banned`] and [`BanIndex::matched_after`].
     pub fn banned_after(
         &self,
         prompt: &[i64],
@@ -106,6 +105,19 @@ impl BanIndex {
         banned: &mut Vec<i64>,
     ) {
         banned.extend_from_slice(&self.always);
+        self.matched_after(prompt, generated, tail, banned);
+    }
+
+    /// Appends to `banned` the last tokens of the sequences of length 2 or more whose prefix the
+    /// context `prompt` followed by `generated` ends with (may repeat a token that two sequences
+    /// ban). `tail` is scratch space, so a caller looping over rows allocates once.
+    pub fn matched_after(
+        &self,
+        prompt: &[i64],
+        generated: &[i64],
+        tail: &mut Vec<i64>,
+        banned: &mut Vec<i64>,
+    ) {
         if self.by_prefix_len.is_empty() {
             return;
         }

@@ -1,5 +1,6 @@
 //! Decode-time word filtering: a [`decode::Steering`] that bans, at every step, the tokens that
-//! would complete a banned sequence (see [`crate::index`]).
+//! would complete a banned token sequence ([`crate::index`]) or, with the text rule, spell out a
+//! listed word in any other way ([`crate::text_rule`]).
 
 use anyhow::{bail, Context, Result};
 use decode::{Row, Steering, Step};
@@ -20,6 +21,8 @@ pub struct WordFilter {
     index: BanIndex,
     sequences: Vec<Vec<i64>>,
     text_rule: Option<TextRule>,
+    /// Tokens banned at every step by either rule, ascending.
+    always: Vec<i64>,
     /// Row-step pairs in which a multi-token prefix matched (the length-1 bans apply always and
     /// are not counted): how often the multi-token rule did something.
     prefix_matches: u64,
@@ -28,8 +31,8 @@ pub struct WordFilter {
     /// (after " a", the token "ss"), so this says how often the rule acted, not what it caught.
     text_rule_steps: u64,
     tail: Vec<i64>,
-    banned: Vec<i64>,
-    text_banned: Vec<i64>,
+    matched: Vec<i64>,
+    text_matched: Vec<i64>,
 }
 
 impl WordFilter {
@@ -49,19 +52,23 @@ impl WordFilter {
     pub fn from_sequences(sequences: Vec<Vec<i64>>) -> Result<Self> {
         let index = BanIndex::new(&sequences)?;
         Ok(Self {
+            always: index.always_banned().to_vec(),
             index,
             sequences,
             text_rule: None,
             prefix_matches: 0,
             text_rule_steps: 0,
             tail: Vec::new(),
-            banned: Vec::new(),
-            text_banned: Vec::new(),
+            matched: Vec::new(),
+            text_matched: Vec::new(),
         })
     }
 
     /// Adds the text rule (e.g. to sequences given by hand, or alone with no sequences).
     pub fn with_text_rule(mut self, rule: TextRule) -> Self {
+        self.always.extend_from_slice(rule.always_banned());
+        self.always.sort_unstable();
+        self.always.dedup();
         self.text_rule = Some(rule);
         self
     }
@@ -95,46 +102,49 @@ impl WordFilter {
     pub fn ban_positions(&mut self, rows: &[Row], vocab: i64) -> Result<(Vec<i64>, Vec<i64>)> {
         let mut row_ids = Vec::new();
         let mut token_ids = Vec::new();
-        let always = self.index.always_banned().len();
+        if let Some(&outside) = self.always.last().filter(|&&id| id >= vocab) {
+            bail!("banned token id {outside} is outside the logits' {vocab} columns");
+        }
         for (slot, row) in rows.iter().enumerate() {
-            self.banned.clear();
-            self.index.banned_after(
+            // Bans that depend on the row, on top of `always`.
+            self.matched.clear();
+            self.index.matched_after(
                 &row.request.prompt_ids,
                 row.generated,
                 &mut self.tail,
-                &mut self.banned,
+                &mut self.matched,
             );
-            if self.banned.len() > always {
+            if !self.matched.is_empty() {
                 self.prefix_matches += 1;
             }
             if let Some(rule) = &self.text_rule {
-                self.banned.extend_from_slice(rule.always_banned());
-                self.banned.sort_unstable();
-                self.banned.dedup();
-                self.text_banned.clear();
-                rule.banned_after(row.generated, &mut self.text_banned)
+                self.text_matched.clear();
+                rule.banned_after(row.generated, &mut self.text_matched)
                     .with_context(|| {
                         format!(
                             "prompt {:?}, sample {}",
                             row.request.prompt_id, row.request.sample_index
                         )
                     })?;
-                let banned = &self.banned;
+                let (always, matched) = (&self.always, &self.matched);
                 if self
-                    .text_banned
+                    .text_matched
                     .iter()
-                    .any(|t| banned.binary_search(t).is_err())
+                    .any(|t| always.binary_search(t).is_err() && !matched.contains(t))
                 {
                     self.text_rule_steps += 1;
                 }
-                self.banned.extend_from_slice(&self.text_banned);
+                self.matched.extend_from_slice(&self.text_matched);
             }
-            self.banned.sort_unstable();
-            self.banned.dedup();
-            if let Some(&outside) = self.banned.iter().find(|&&id| id >= vocab) {
+            self.matched.sort_unstable();
+            self.matched.dedup();
+            let always = &self.always;
+            self.matched.retain(|t| always.binary_search(t).is_err());
+            if let Some(&outside) = self.matched.last().filter(|&&id| id >= vocab) {
                 bail!("banned token id {outside} is outside the logits' {vocab} columns");
             }
-            if self.banned.len() as i64 >= vocab {
+            let banned = self.always.len() + self.matched.len();
+            if banned as i64 >= vocab {
                 bail!(
                     "prompt {:?}, sample {}: the word filter would ban all {vocab} tokens after \
                      {} generated tokens; the word list bans too much for this model",
@@ -143,8 +153,9 @@ impl WordFilter {
                     row.generated.len()
                 );
             }
-            row_ids.extend(std::iter::repeat_n(slot as i64, self.banned.len()));
-            token_ids.extend_from_slice(&self.banned);
+            row_ids.extend(std::iter::repeat_n(slot as i64, banned));
+            token_ids.extend_from_slice(&self.always);
+            token_ids.extend_from_slice(&self.matched);
         }
         Ok((row_ids, token_ids))
     }
@@ -176,7 +187,7 @@ impl Steering for WordFilter {
 
     fn prepare(&mut self, model: &dyn CausalLm) -> Result<()> {
         let vocab = model.info().vocab_size;
-        if let Some(max) = self.index.max_token_id() {
+        if let Some(max) = self.index.max_token_id().max(self.always.last().copied()) {
             if max >= vocab {
                 bail!(
                     "banned token id {max} is outside the model's vocabulary of {vocab}: the word \

@@ -49,8 +49,8 @@ pub mod validate;
 use std::path::Path;
 
 pub use cell::{
-    canonical_json, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef, ParamValue, PromptSetRef,
-    Scorer,
+    canonical_json, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef, ParamValue,
+    PromptSetRef, Scorer,
 };
 pub use error::{closest, SpecError, SpecErrors};
 pub use raw::{Dtype, ModelFormat};

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use crate::cell::{
-    normalize, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef, ParamValue, PromptSetRef, Scorer,
+    normalize, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef, ParamValue,
+    PromptSetRef, Scorer,
 };
 use crate::error::{closest, SpecError, SpecErrors};
 use crate::include::{load_merged, read_mapping, yaml_error, Merged};
@@ -261,7 +262,9 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
     unique(
         cx,
         "methods",
-        methods.iter().filter_map(|m| m.first().map(|m| m.label.clone())),
+        methods
+            .iter()
+            .filter_map(|m| m.first().map(|m| m.label.clone())),
         "method label",
         "label",
     );

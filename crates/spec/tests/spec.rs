@@ -603,10 +603,7 @@ fn a_stack_applies_methods_in_order_and_expands_its_strengths() {
         stacked.flat_params()["ban.mode"],
         ParamValue::String("both".into())
     );
-    assert_eq!(
-        stacked.flat_params()["sasa.margin"],
-        ParamValue::Float(0.5)
-    );
+    assert_eq!(stacked.flat_params()["sasa.margin"], ParamValue::Float(0.5));
     // A plain method keeps its identity shape; a stack's differs from each of its steps.
     let plain = exp.cells[0].identity();
     assert_eq!(plain["method"]["name"], "sasa");
@@ -622,17 +619,26 @@ fn a_stack_applies_methods_in_order_and_expands_its_strengths() {
         "  - name: none\n",
         "  - stack:\n      - { name: ban, params: { mode: posthok } }\n      - { name: sasa }\n",
     );
-    let e = one_error(load_with(&s.write("bad1.yaml", &bad), &registry_with_filter()));
+    let e = one_error(load_with(
+        &s.write("bad1.yaml", &bad),
+        &registry_with_filter(),
+    ));
     assert_eq!(e.path, "methods[0].stack[0].params.mode", "{e}");
     assert_eq!(e.suggestion.as_deref(), Some("posthoc"), "{e}");
     let bad = BASE.replace("  - name: none\n", "  - stack: [{ name: sasa }]\n");
-    let e = one_error(load_with(&s.write("bad2.yaml", &bad), &registry_with_filter()));
+    let e = one_error(load_with(
+        &s.write("bad2.yaml", &bad),
+        &registry_with_filter(),
+    ));
     assert_eq!(e.path, "methods[0].stack", "{e}");
     let bad = BASE.replace(
         "  - name: none\n",
         "  - { name: sasa, stack: [{ name: ban }, { name: sasa }] }\n",
     );
-    let e = one_error(load_with(&s.write("bad3.yaml", &bad), &registry_with_filter()));
+    let e = one_error(load_with(
+        &s.write("bad3.yaml", &bad),
+        &registry_with_filter(),
+    ));
     assert_eq!(e.path, "methods[0]", "{e}");
 }
 
@@ -654,9 +660,10 @@ fn optional_models_and_prompt_sets_that_are_missing_drop_their_cells() {
     assert!(table.contains("no-such-model"), "{table}");
     assert!(table.contains("own model judges"), "{table}");
     // Without `optional`, a missing model is still an error naming the field.
-    let e = one_error(load(
-        s.write("req.yaml", &text.replace("path: no-such-model, optional: true", "path: no-such-model")),
-    ));
+    let e = one_error(load(s.write(
+        "req.yaml",
+        &text.replace("path: no-such-model, optional: true", "path: no-such-model"),
+    )));
     assert_eq!(e.path, "models[1].path", "{e}");
     // All optional and all missing: an error, not an empty experiment.
     let none = text.replace("  - { name: m, path: model }\n", "");
