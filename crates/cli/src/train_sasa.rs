@@ -137,8 +137,11 @@ pub fn run(args: &TrainSasaArgs) -> Result<()> {
         show(&format!("held-out {name}"), metrics);
     }
     match &fit.held_out {
-        Some(all) => show("held-out, all sources", all),
-        None => eprintln!("no held-out texts: nothing to measure the subspace on"),
+        Some(fitted) => show("held-out, sources fitted on", fitted),
+        None => eprintln!("no held-out texts of the sources fitted on"),
+    }
+    if let Some(all) = &fit.held_out_all_sources {
+        show("held-out, every source", all);
     }
     subspace.save(&out)?;
     eprintln!("wrote {}", out.display());

@@ -410,6 +410,8 @@ pub fn fit_subspace(
     record.held_out =
         (!fitted_margins.is_empty()).then(|| classifier_metrics(&fitted_margins, &fitted_labels));
     record.held_out_by_source = by_source;
+    record.held_out_all_sources = (!held_out_margins.is_empty())
+        .then(|| classifier_metrics(&held_out_margins, &held_out_labels));
 
     let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let mut w = to_f32(&discriminant.w);

@@ -99,6 +99,10 @@ pub struct FitRecord {
     /// sources only measured on, which have `train: 0`).
     pub held_out: Option<ClassifierMetrics>,
     pub held_out_by_source: BTreeMap<String, ClassifierMetrics>,
+    /// On every held-out text, of the sources fitted on and of those only measured on: the
+    /// number that compares fits on different mixes of sources over the same texts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_all_sources: Option<ClassifierMetrics>,
 }
 
 /// A linear discriminant on a model's final-norm hidden states: margin m(h) = wᵀ(h − b),
