@@ -9,8 +9,9 @@ mod evaluate;
 mod forward;
 mod generate;
 mod inspect;
-mod jsonl;
 mod labelled;
+// JSONL reading and appending lives with the data crate (the report crate reads the same files).
+use data::jsonl;
 mod list;
 mod merge;
 mod methods;

@@ -7,8 +7,6 @@
 //! is present but not what it should be is an error naming the file, never a skipped cell.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -468,26 +466,6 @@ fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{}: not a valid {what}", path.display()))
 }
 
-/// Reads a JSONL file line by line with serde; errors name the file and line.
-pub(crate) fn read_jsonl<T: DeserializeOwned>(
-    path: &Path,
-    what: &str,
-    mut each: impl FnMut(usize, T) -> Result<()>,
-) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let number = i + 1;
-        let line = line.with_context(|| format!("{}:{number}: cannot read", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: T = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{number}: not a {what}", path.display()))?;
-        each(number, record).with_context(|| format!("{}:{number}", path.display()))?;
-    }
-    Ok(())
-}
-
 /// One prompt of one scorer: what the per-prompt table holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptRow {
@@ -537,7 +515,7 @@ pub fn per_prompt_toxicity(cell: &CellOutputs) -> Result<Vec<Vec<PromptRow>>> {
     let mut prompts: Vec<(String, Option<String>, usize)> = Vec::new();
     let mut prompt_position: HashMap<String, usize> = HashMap::new();
     let mut sample_prompt: Vec<usize> = Vec::new();
-    read_jsonl(
+    data::jsonl::read_all(
         &generations_file,
         "generation record",
         |_, g: GenerationKey| {
@@ -568,7 +546,7 @@ pub fn per_prompt_toxicity(cell: &CellOutputs) -> Result<Vec<Vec<PromptRow>>> {
     for scorer in &metrics.results.toxicity {
         let score_file = cell.score_file(scorer)?;
         let mut scores: Vec<Option<Option<f64>>> = vec![None; sample_prompt.len()];
-        read_jsonl(&score_file, "score record", |_, s: ScoreLine| {
+        data::jsonl::read_all(&score_file, "score record", |_, s: ScoreLine| {
             let Some(&index) = sample_slot.get(&(s.prompt_id.clone(), s.sample_index)) else {
                 bail!(
                     "prompt {:?} sample {} is not in {}",

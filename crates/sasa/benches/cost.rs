@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench -p sasa --bench cost [-- --threads N --tokens N --caps 10,20,50 --beta B
-//!                                      --reps N --device cpu|cuda]
+//!                                      --reps N --batches 1,25 --device cpu|cuda]
 //! ```
 //!
 //! The default model (SmolLM2-135M-Instruct), float32 on the CPU (bfloat16 on CUDA), 20 new
@@ -42,6 +42,8 @@ struct Options {
     threads: i32,
     tokens: usize,
     caps: Vec<usize>,
+    /// Which of the two batch sizes (1, 25) to run.
+    batches: Vec<usize>,
     beta: f64,
     reps: usize,
     device: DeviceChoice,
@@ -52,6 +54,7 @@ fn parse_options() -> Result<Options> {
         threads: 2,
         tokens: 20,
         caps: vec![10, 20, 50],
+        batches: vec![1, 25],
         beta: 10.0,
         reps: 3,
         device: DeviceChoice::Cpu,
@@ -67,6 +70,15 @@ fn parse_options() -> Result<Options> {
             "--beta" => options.beta = value("--beta")?.parse()?,
             "--reps" => options.reps = value("--reps")?.parse()?,
             "--device" => options.device = value("--device")?.parse()?,
+            "--batches" => {
+                options.batches = value("--batches")?
+                    .split(',')
+                    .map(|b| b.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()?;
+                if let Some(other) = options.batches.iter().find(|b| ![1, 25].contains(*b)) {
+                    bail!("--batches: {other} is not one of the benchmark's batch sizes (1, 25)");
+                }
+            }
             "--caps" => {
                 options.caps = value("--caps")?
                     .split(',')
@@ -75,7 +87,7 @@ fn parse_options() -> Result<Options> {
             }
             other => bail!(
                 "unknown argument {other:?} (expected --threads N, --tokens N, --caps A,B,C, \
-                 --beta B, --reps N, --device D)"
+                 --beta B, --reps N, --batches 1,25, --device D)"
             ),
         }
     }
@@ -341,7 +353,7 @@ fn main() -> Result<()> {
     let mut lines = Vec::new();
     let mut goals = Vec::new();
     let verdict = |met: bool| if met { "met" } else { "missed" };
-    for (batch, requests) in &batches {
+    for (batch, requests) in batches.iter().filter(|(b, _)| options.batches.contains(b)) {
         let settings = settings(*batch);
         let mut methods: Vec<Sasa> = options
             .caps
