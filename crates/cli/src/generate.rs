@@ -97,6 +97,8 @@ pub struct GenerateOutcome {
     /// Post-hoc filtering's counts (redraws, samples rejected at their first draw, samples still
     /// matching at the cap), when the method filters post hoc.
     pub posthoc: Option<filter::PosthocTotals>,
+    /// The steering methods' own totals ([`decode::Steering::counters`]).
+    pub counters: Vec<(String, f64)>,
 }
 
 /// Generates `args.n` samples of each prompt (any source) into `args.out` with `method`,
@@ -231,9 +233,11 @@ pub fn run_prompts(
             t.still_matched
         );
     }
+    let counters = steering.iter().flat_map(|s| s.counters()).collect();
     Ok(Some(GenerateOutcome {
         stats,
         posthoc: posthoc_totals,
+        counters,
     }))
 }
 

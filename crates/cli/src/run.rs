@@ -225,6 +225,9 @@ fn run_cell(cell: &Cell, dir: &Path, output: &Path, threads: Option<i32>) -> Res
             record.add_counter("posthoc_redraws", t.redraws as f64);
             record.add_counter("posthoc_still_matched", t.still_matched as f64);
         }
+        for (name, value) in &outcome.counters {
+            record.add_counter(name, *value);
+        }
         record.note_peak_memory();
         record.save(&record_path)?;
     }

@@ -293,9 +293,30 @@ fn a_stacked_method_runs_from_a_spec() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 200);
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(cell.join("record.json")).unwrap())
+                .unwrap();
+        let counters = &record["stages"]["generate"]["counters"];
         match cell_json["method"]["name"].as_str().unwrap() {
-            "none" => plain = Some(lines),
-            "word_filter+sasa" => stacked = Some(lines),
+            "none" => {
+                assert!(counters.get("sasa_candidate_rows").is_none(), "{counters}");
+                plain = Some(lines)
+            }
+            "word_filter+sasa" => {
+                // SASA's own totals reach the run record: it ran candidates and drew among them.
+                let total = |name: &str| {
+                    counters[name]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{name}: {counters}"))
+                };
+                assert!(
+                    total("sasa_candidate_rows") >= total("sasa_row_steps"),
+                    "{counters}"
+                );
+                assert!(total("sasa_drawn_margins") > 0.0, "{counters}");
+                assert!(total("posthoc_redraws") >= 0.0, "{counters}");
+                stacked = Some(lines)
+            }
             other => panic!("unexpected method {other}"),
         }
     }

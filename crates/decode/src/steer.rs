@@ -157,6 +157,12 @@ pub trait Steering {
     fn retain_rows(&mut self, _keep: &[usize]) -> Result<()> {
         Ok(())
     }
+
+    /// What the method did so far, as named totals (candidate rows run, margin sums …) that a
+    /// run record adds up across resumed runs; means are left to the reader, who has the counts.
+    fn counters(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// A method lent for one run, so the caller can read its state (counters, redraws) afterwards.
@@ -185,5 +191,8 @@ impl<S: Steering + ?Sized> Steering for &mut S {
     }
     fn retain_rows(&mut self, keep: &[usize]) -> Result<()> {
         (**self).retain_rows(keep)
+    }
+    fn counters(&self) -> Vec<(String, f64)> {
+        (**self).counters()
     }
 }

@@ -358,6 +358,24 @@ impl Steering for Sasa {
         }))
     }
 
+    fn counters(&self) -> Vec<(String, f64)> {
+        let s = &self.stats;
+        [
+            ("row_steps", s.row_steps as f64),
+            ("candidate_rows", s.candidate_rows as f64),
+            ("capped_candidates", s.capped_candidates as f64),
+            ("uncovered_steps", s.uncovered_steps as f64),
+            ("drawn_margin_sum", s.drawn_margin_sum),
+            ("drawn_margins", s.drawn_margins as f64),
+            ("fork_seconds", s.fork_seconds),
+            ("forward_seconds", s.forward_seconds),
+            ("margin_seconds", s.margin_seconds),
+        ]
+        .into_iter()
+        .map(|(name, value)| (format!("sasa_{name}"), value))
+        .collect()
+    }
+
     fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
         if tokens.len() != self.current.len() {
             bail!(
