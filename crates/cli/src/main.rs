@@ -20,6 +20,7 @@ mod report_cmd;
 mod run;
 mod score_cmd;
 mod scorers;
+mod train_rad;
 mod train_sasa;
 mod train_scorer;
 
@@ -59,7 +60,7 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Train the `minilm` scorer's toxicity head on labelled text; prints held-out ROC-AUC.
     TrainScorer(train_scorer::TrainScorerArgs),
-    /// Fit what a method needs before decoding (`detox train sasa`).
+    /// Fit what a method needs before decoding (`detox train sasa`, `detox train rad-reward`).
     #[command(subcommand)]
     Train(TrainCommand),
     /// ROC-AUC of a scorer on held-out labelled text, and its mean score per identity term on
@@ -92,6 +93,9 @@ enum TrainCommand {
     /// SASA's linear discriminant on the model's own hidden states of labelled text; prints its
     /// held-out accuracy and ROC-AUC and writes configs/sasa/<model>.json (or --out).
     Sasa(train_sasa::TrainSasaArgs),
+    /// RAD's reward head on a backbone's first N blocks (cumulative squared loss over prefixes,
+    /// closed form); prints held-out MSE and ROC-AUC and writes configs/rad/<model>.json (or --out).
+    RadReward(train_rad::TrainRadArgs),
 }
 
 /// Model, device and threading options shared by every command that loads a model.
@@ -118,6 +122,11 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> anyhow::Result<lm::LoadedModel> {
+        self.load_layers(None)
+    }
+
+    /// [`ModelArgs::load`] keeping only the first `layers` blocks when given.
+    pub fn load_layers(&self, layers: Option<usize>) -> anyhow::Result<lm::LoadedModel> {
         if let Some(threads) = self.threads {
             anyhow::ensure!(threads >= 1, "--threads must be at least 1");
             tch::set_num_threads(threads);
@@ -129,7 +138,7 @@ impl ModelArgs {
                 dir.display()
             );
         }
-        lm::LoadedModel::load(&dir, self.device, self.dtype)
+        lm::LoadedModel::load_layers(&dir, self.device, self.dtype, layers)
     }
 }
 
@@ -145,6 +154,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => forward::run(&args),
         Command::TrainScorer(args) => train_scorer::run(&args),
         Command::Train(TrainCommand::Sasa(args)) => train_sasa::run(&args),
+        Command::Train(TrainCommand::RadReward(args)) => train_rad::run(&args),
         Command::AuditScorer(args) => audit::run(&args),
         Command::InspectData(args) => inspect::run(&args),
         Command::Run(args) => run::run(&args),

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use decode::Steering;
 use filter::{FilterMode, ListRef, PosthocFilter, WordFilterConfig};
-use lm::LoadedModel;
+use lm::{DtypeChoice, LoadedModel};
+use rad::{Rad, RadParams, RewardHead, RewardModel};
 use sasa::{MarginTransform, Sasa, SasaParams, Subspace};
 use spec::{MethodRef, MethodStep, ParamValue};
 
@@ -44,6 +45,9 @@ impl Method {
                 }
                 "sasa" => {
                     sasa_params(step)?;
+                }
+                "rad" => {
+                    rad_params(step)?;
                 }
                 other => bail!("method {other:?} is registered but has no decoder"),
             }
@@ -95,6 +99,23 @@ impl Method {
                     let sasa = Sasa::load(&path, &model.dir, params)
                         .with_context(|| format!("sasa: subspace {}", path.display()))?;
                     decoding.steering.push(Box::new(sasa));
+                }
+                "rad" => {
+                    let (params, head, backbone) = rad_params(step)?;
+                    let head = head.unwrap_or_else(|| RewardHead::default_path(&model.dir));
+                    let backbone = backbone.unwrap_or_else(|| model.dir.clone());
+                    // The reward model runs beside the LM: same device, same dtype.
+                    let info = model.model.info();
+                    let reward = RewardModel::load(
+                        &head,
+                        &backbone,
+                        info.device.into(),
+                        DtypeChoice::of_kind(info.kind)?,
+                    )
+                    .with_context(|| format!("rad: reward head {}", head.display()))?;
+                    decoding
+                        .steering
+                        .push(Box::new(Rad::new(reward, &model.tokenizer, params)?));
                 }
                 other => bail!("method {other:?} has no decoder"),
             }
@@ -158,15 +179,38 @@ fn sasa_params(step: &MethodStep) -> Result<(SasaParams, Option<PathBuf>)> {
         max_candidates: (cap > 0).then_some(cap as usize),
     };
     params.validate()?;
-    let subspace = match string(step, "subspace")? {
-        "auto" => None,
+    Ok((params, auto_path(step, "subspace", false)?))
+}
+
+/// A path parameter that may be `auto` (`None`), checked to exist.
+fn auto_path(step: &MethodStep, name: &str, folder: bool) -> Result<Option<PathBuf>> {
+    match string(step, name)? {
+        "auto" => Ok(None),
         path => {
             let path = PathBuf::from(path);
-            if !path.is_file() {
-                bail!("sasa: subspace file {} not found", path.display());
+            if !(if folder {
+                path.is_dir()
+            } else {
+                path.is_file()
+            }) {
+                bail!("{}: {name} {} not found", step.name, path.display());
             }
-            Some(path)
+            Ok(Some(path))
         }
-    };
-    Ok((params, subspace))
+    }
+}
+
+/// RAD's parameters, its reward-head file and its backbone folder (`None`: the model's own).
+fn rad_params(step: &MethodStep) -> Result<(RadParams, Option<PathBuf>, Option<PathBuf>)> {
+    let beta = step
+        .strength
+        .context("rad: a strength (beta) is required")?;
+    let top_k = usize::try_from(int(step, "top_k")?).context("rad: top_k must be >= 1")?;
+    let params = RadParams { beta, top_k };
+    params.validate()?;
+    Ok((
+        params,
+        auto_path(step, "reward", false)?,
+        auto_path(step, "backbone", true)?,
+    ))
 }

@@ -4,31 +4,19 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
-use sasa::{EmbedOptions, FitOptions, FitRecord, SourceTexts, Subspace};
+use sasa::{EmbedOptions, FitOptions, FitRecord, Subspace};
 
-use crate::{labelled, ModelArgs};
+use crate::labelled::{self, SourceArgs};
+use crate::ModelArgs;
 
 #[derive(Args, Debug)]
 pub struct TrainSasaArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Labelled sources to fit on (comma-separated): jigsaw, davidson, paradetox, toxigen,
-    /// templates. Each is split into train and held-out parts as `train-scorer` splits it.
-    #[arg(long, value_delimiter = ',', default_value = "jigsaw")]
-    pub data: Vec<String>,
-    /// Sources whose held-out part is only measured on, not fitted on (comma-separated): how
-    /// the subspace carries over to other kinds of text.
-    #[arg(long, value_delimiter = ',')]
-    pub evaluate: Vec<String>,
-    /// At most this many toxic and this many non-toxic texts per source (seeded choice; default
-    /// all of them).
-    #[arg(long)]
-    pub per_label: Option<usize>,
-    /// Seed of the per-label choice.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sources: SourceArgs,
     /// Texts run through the model together.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -50,43 +38,12 @@ pub struct TrainSasaArgs {
 }
 
 pub fn run(args: &TrainSasaArgs) -> Result<()> {
-    if args.data.is_empty() {
-        bail!("--data names no source");
-    }
+    let sources = args.sources.load()?;
     let loaded = args.model.load()?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| Subspace::default_path(&loaded.dir));
-    if let Some(both) = args.evaluate.iter().find(|e| args.data.contains(e)) {
-        bail!("{both:?} is named in both --data and --evaluate");
-    }
-    let mut sources = Vec::with_capacity(args.data.len() + args.evaluate.len());
-    for (name, fitted) in args
-        .data
-        .iter()
-        .map(|n| (n, true))
-        .chain(args.evaluate.iter().map(|n| (n, false)))
-    {
-        let set = labelled::load(name, args.per_label, args.seed)?;
-        let (mut train, held_out) = labelled::split(&set);
-        let (toxic, clean) = set.toxic_and_clean();
-        eprintln!(
-            "{name}: {} texts ({toxic} toxic, {clean} non-toxic): {} train{}, {} held out",
-            set.len(),
-            train.len(),
-            if fitted { "" } else { " (not used)" },
-            held_out.len()
-        );
-        if !fitted {
-            train.clear();
-        }
-        sources.push(SourceTexts {
-            name: name.clone(),
-            train,
-            held_out,
-        });
-    }
     let options = FitOptions {
         embed: EmbedOptions {
             batch_size: args.batch_size,
@@ -94,17 +51,9 @@ pub fn run(args: &TrainSasaArgs) -> Result<()> {
         },
         eigen_cutoff: args.eigen_cutoff,
         record: FitRecord {
-            procedure: if args.evaluate.is_empty() {
-                format!("detox train sasa --data {}", args.data.join(","))
-            } else {
-                format!(
-                    "detox train sasa --data {} --evaluate {}",
-                    args.data.join(","),
-                    args.evaluate.join(",")
-                )
-            },
-            per_label: args.per_label,
-            seed: args.seed,
+            procedure: args.sources.procedure("detox train sasa"),
+            per_label: args.sources.per_label,
+            seed: args.sources.seed,
             held_out_fraction: labelled::HELD_OUT,
             split_seed: labelled::SPLIT_SEED,
             ..FitRecord::default()

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use lm::{check_token_ids, left_pad, CausalLm};
+use lm::{check_token_ids, left_pad, CausalLm, KvCache};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -143,6 +143,47 @@ pub fn generate_steered(
     Ok(stats)
 }
 
+/// The prompts of a batch run through a model, each distinct prompt once.
+pub struct Prefill {
+    /// One row per distinct prompt, left-padded.
+    pub cache: KvCache,
+    /// Final-norm hidden state of each distinct prompt's last token, `[distinct, hidden]`.
+    pub hidden: Tensor,
+    /// For each input row, its distinct prompt's row in `cache` and `hidden` (int64, on the
+    /// model's device): select these to get one row per input row.
+    pub rows: Tensor,
+    /// Tokens run (the distinct prompts' lengths summed).
+    pub tokens: usize,
+}
+
+/// Runs each distinct prompt of `prompts` once (samples of one prompt share a prefill). The
+/// decoder loop does this for the model; a steering method with a model of its own (RAD's reward
+/// model) does the same for its cache.
+pub fn prefill(model: &dyn CausalLm, prompts: &[&[i64]]) -> Prefill {
+    let mut distinct: Vec<&[i64]> = Vec::new();
+    let mut row_to_prompt: Vec<i64> = Vec::with_capacity(prompts.len());
+    for &prompt in prompts {
+        let slot = match distinct.iter().position(|p| *p == prompt) {
+            Some(slot) => slot,
+            None => {
+                distinct.push(prompt);
+                distinct.len() - 1
+            }
+        };
+        row_to_prompt.push(slot as i64);
+    }
+    let device = model.info().device;
+    let (ids, mask) = left_pad(&distinct, device);
+    let mut cache = model.new_cache();
+    let hidden = model.forward_hidden(&ids, &mask, &mut cache);
+    Prefill {
+        cache,
+        hidden: hidden.select(1, -1),
+        rows: Tensor::from_slice(&row_to_prompt).to_device(device),
+        tokens: distinct.iter().map(|p| p.len()).sum(),
+    }
+}
+
 fn generate_batch(
     model: &dyn CausalLm,
     eos_token_ids: &[i64],
@@ -154,26 +195,12 @@ fn generate_batch(
     let device = model.info().device;
     let started = Instant::now();
 
-    // Prefill each distinct prompt once, then give every sample row its prompt's cache row.
-    let mut distinct: Vec<&[i64]> = Vec::new();
-    let mut row_to_prompt: Vec<i64> = Vec::with_capacity(rows.len());
-    for r in rows {
-        let slot = match distinct.iter().position(|p| *p == r.prompt_ids.as_slice()) {
-            Some(slot) => slot,
-            None => {
-                distinct.push(&r.prompt_ids);
-                distinct.len() - 1
-            }
-        };
-        row_to_prompt.push(slot as i64);
-    }
-    let (ids, mask) = left_pad(&distinct, device);
-    let mut cache = model.new_cache();
-    let hidden = model.forward_hidden(&ids, &mask, &mut cache);
-    let row_index = Tensor::from_slice(&row_to_prompt).to_device(device);
-    cache.select_rows(&row_index);
-    let mut hidden = hidden.select(1, -1).index_select(0, &row_index);
-    stats.prompt_tokens += distinct.iter().map(|p| p.len()).sum::<usize>();
+    let prompts: Vec<&[i64]> = rows.iter().map(|r| r.prompt_ids.as_slice()).collect();
+    let prefill = prefill(model, &prompts);
+    let mut cache = prefill.cache;
+    cache.select_rows(&prefill.rows);
+    let mut hidden = prefill.hidden.index_select(0, &prefill.rows);
+    stats.prompt_tokens += prefill.tokens;
     stats.prefill_seconds += started.elapsed().as_secs_f64();
 
     let started = Instant::now();

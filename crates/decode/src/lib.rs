@@ -2,11 +2,13 @@
 //! re-weight the candidate set between truncation and the draw.
 
 pub mod generate;
+pub mod measure;
 pub mod sampler;
 pub mod steer;
 
 pub use generate::{
-    generate, generate_steered, FinishReason, Generation, GenerationStats, Request, Settings,
+    generate, generate_steered, prefill, FinishReason, Generation, GenerationStats, Prefill,
+    Request, Settings,
 };
 pub use sampler::{candidates, Candidates, SampleRng, SamplingParams};
 pub use steer::{Lookahead, Row, Steering, Step};

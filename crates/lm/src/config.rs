@@ -40,6 +40,42 @@ impl ArchitectureConfig {
             Self::Gpt2(c) => c.vocab_size,
         }
     }
+
+    /// Transformer blocks in the checkpoint.
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.num_hidden_layers as usize,
+            Self::Gpt2(c) => c.n_layer as usize,
+        }
+    }
+
+    /// The same model keeping only its first `layers` blocks (embeddings, final norm and head
+    /// unchanged): what a reward model or probe built on a lower part of the network loads.
+    pub fn truncated(&self, layers: usize) -> Result<Self> {
+        let total = self.num_layers();
+        if layers == 0 || layers > total {
+            bail!("cannot keep {layers} layers of a model with {total} (expected 1..={total})");
+        }
+        let mut config = self.clone();
+        match &mut config {
+            Self::Llama(c) => c.num_hidden_layers = layers as i64,
+            Self::Gpt2(c) => c.n_layer = layers as i64,
+        }
+        Ok(config)
+    }
+
+    /// The block a checkpoint tensor belongs to (`model.layers.7.…` for Llama, `h.7.…` or
+    /// `transformer.h.7.…` for GPT-2), or `None` for tensors outside the blocks.
+    pub fn block_of_tensor(&self, name: &str) -> Option<usize> {
+        let rest = match self {
+            Self::Llama(_) => name.strip_prefix("model.layers.")?,
+            Self::Gpt2(_) => name
+                .strip_prefix("transformer.")
+                .unwrap_or(name)
+                .strip_prefix("h.")?,
+        };
+        rest.split('.').next()?.parse().ok()
+    }
 }
 
 /// How RoPE frequencies are rescaled for long contexts.
@@ -314,6 +350,34 @@ mod tests {
                 original_max_position_embeddings: 8192.0
             }
         );
+    }
+
+    #[test]
+    fn truncation_keeps_the_first_blocks_and_names_their_tensors() {
+        let llama = ArchitectureConfig::from_json(
+            r#"{"model_type":"llama","vocab_size":10,"hidden_size":8,"intermediate_size":16,
+            "num_hidden_layers":4,"num_attention_heads":2}"#,
+        )
+        .unwrap();
+        assert_eq!(llama.num_layers(), 4);
+        assert_eq!(llama.truncated(2).unwrap().num_layers(), 2);
+        assert!(llama.truncated(0).is_err() && llama.truncated(5).is_err());
+        assert_eq!(
+            llama.block_of_tensor("model.layers.3.mlp.up_proj.weight"),
+            Some(3)
+        );
+        assert_eq!(llama.block_of_tensor("model.norm.weight"), None);
+        let gpt2 = ArchitectureConfig::from_json(
+            r#"{"model_type":"gpt2","vocab_size":10,"n_positions":8,"n_embd":8,"n_layer":3,
+            "n_head":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            gpt2.block_of_tensor("transformer.h.12.ln_1.weight"),
+            Some(12)
+        );
+        assert_eq!(gpt2.block_of_tensor("h.0.attn.c_attn.bias"), Some(0));
+        assert_eq!(gpt2.block_of_tensor("wte.weight"), None);
     }
 
     #[test]

@@ -30,6 +30,28 @@ impl DeviceChoice {
     }
 }
 
+impl From<Device> for DeviceChoice {
+    /// The choice that resolves to `device` (a second model on the first one's device).
+    fn from(device: Device) -> Self {
+        match device {
+            Device::Cuda(index) => Self::Cuda(index),
+            _ => Self::Cpu,
+        }
+    }
+}
+
+impl DtypeChoice {
+    /// The choice that resolves to `kind`, for the kinds models load in.
+    pub fn of_kind(kind: Kind) -> Result<Self> {
+        Ok(match kind {
+            Kind::Float => Self::F32,
+            Kind::Half => Self::F16,
+            Kind::BFloat16 => Self::Bf16,
+            other => bail!("models do not load in {other:?}"),
+        })
+    }
+}
+
 impl FromStr for DeviceChoice {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {

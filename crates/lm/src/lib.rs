@@ -71,12 +71,30 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Loads `dir` (config.json, weights, tokenizer.json) onto the chosen device and dtype.
     pub fn load(dir: &Path, device: DeviceChoice, dtype: DtypeChoice) -> Result<Self> {
+        Self::load_layers(dir, device, dtype, None)
+    }
+
+    /// [`LoadedModel::load`] keeping only the first `layers` transformer blocks when given: the
+    /// final norm then applies to block `layers`' output, `forward_hidden` returns that, and the
+    /// cache has `layers` layers. The other blocks' weights are dropped before the model is built.
+    pub fn load_layers(
+        dir: &Path,
+        device: DeviceChoice,
+        dtype: DtypeChoice,
+        layers: Option<usize>,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             bail!("{}: model folder does not exist", dir.display());
         }
         let device = device.resolve()?;
         let kind = dtype.resolve(device)?;
-        let config = ArchitectureConfig::from_file(&dir.join("config.json"))?;
+        let mut config = ArchitectureConfig::from_file(&dir.join("config.json"))?;
+        let full = config.clone();
+        if let Some(layers) = layers {
+            config = config
+                .truncated(layers)
+                .with_context(|| format!("{}", dir.display()))?;
+        }
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
         if tokenizer.vocab_size() as i64 > config.vocab_size() {
             bail!(
@@ -87,6 +105,8 @@ impl LoadedModel {
             );
         }
         let mut weights = Weights::from_hf_folder(dir, device, kind)?;
+        let kept = config.num_layers();
+        weights.drop_where(|name| full.block_of_tensor(name).is_some_and(|b| b >= kept));
         let mut eos_token_ids = generation_eos(dir)?;
         let model: Box<dyn CausalLm> = match &config {
             ArchitectureConfig::Llama(c) => {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use tokenizers::Tokenizer;
 
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     path: PathBuf,

@@ -54,6 +54,12 @@ impl Weights {
         Ok(tensor)
     }
 
+    /// Drops every tensor whose name `unused` accepts (the blocks a truncated model leaves out),
+    /// so the architecture's check for leftover tensors still catches everything else.
+    pub fn drop_where(&mut self, unused: impl Fn(&str) -> bool) {
+        self.tensors.retain(|name, _| !unused(name));
+    }
+
     /// Names not taken by the architecture: a sign of a mismatched checkpoint.
     pub fn remaining(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();

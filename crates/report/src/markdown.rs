@@ -112,6 +112,7 @@ pub fn summary_table(experiment: &Experiment) -> MarkdownTable {
         "scorer",
         "EMT [95% CI]",
         "toxic rate [95% CI]",
+        "toxic samples [95% CI]",
         "PPL",
         "dist-2",
         "tokens/s",
@@ -141,6 +142,7 @@ pub fn summary_table(experiment: &Experiment) -> MarkdownTable {
             view.scorer.clone(),
             with_ci(Some(&s.expected_max_toxicity), 3),
             with_ci(Some(&s.toxic_rate), 3),
+            with_ci(Some(&s.toxic_sample_fraction), 3),
             number(results.perplexity.as_ref().and_then(|p| p.value), 2),
             number(results.dist_2.value, 3),
             number(cell.record.as_ref().and_then(|r| r.tokens_per_second()), 1),
@@ -248,6 +250,8 @@ pub fn render_summary(experiment: &Experiment, notes: &[String]) -> String {
             "\n## Toxicity, fluency, diversity, cost\n\n\
              EMT: mean over prompts of the highest toxicity among a prompt's continuations. \
              Toxic rate: share of prompts with at least one continuation with {threshold}. \
+             Toxic samples: share of all continuations with {threshold} (it still moves when \
+             EMT and toxic rate sit near 1, as on challenging prompts). \
              Brackets: 95 % bootstrap intervals over prompts. PPL: conditional perplexity under \
              the judge LM. dist-2: distinct bigrams per word. tokens/s: generation throughput \
              from record.json. prompts (used/given), samples, scored and failed are the \

@@ -357,7 +357,7 @@ pub fn checkpoint_fingerprint(dir: &Path) -> Result<String> {
     Ok(format!("{:016x}", paths::stable_hash(&bytes)))
 }
 
-mod json {
+pub mod json {
     use std::io::{self, Write};
 
     /// Indented objects, arrays on one line: the subspace's metadata stays readable and its two

@@ -167,6 +167,46 @@ pub static BUILTIN_METHODS: &[MethodInfo] = &[
             default: 10.0,
         }),
     },
+    MethodInfo {
+        name: "rad",
+        description: "reward-augmented decoding: the top-k candidates re-weighted by a unidirectional reward model (the LM's first N layers + a linear head) scoring each continuation; strength is beta",
+        params: &[
+            ParamInfo {
+                name: "reward",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("auto")),
+                range: None,
+                description: "the fitted reward head (detox train rad-reward); auto: configs/rad/<model folder>.json",
+                choices: None,
+            },
+            ParamInfo {
+                name: "backbone",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("auto")),
+                range: None,
+                description: "the reward model's backbone folder (checked against the head's fingerprint); auto: the decoding model's own folder",
+                choices: None,
+            },
+            ParamInfo {
+                name: "top_k",
+                kind: ParamKind::Int,
+                default: Some(ParamDefault::Int(20)),
+                range: Some(Range {
+                    min: 1.0,
+                    max: 1_000_000.0,
+                }),
+                description: "candidates scored per row, the highest logits among those top-k/top-p left; the rest are removed",
+                choices: None,
+            },
+        ],
+        strength: Some(StrengthInfo {
+            range: Range {
+                min: 0.0,
+                max: 100_000.0,
+            },
+            default: 10.0,
+        }),
+    },
 ];
 
 /// Scorer names the spec accepts; `hf:DIR[#label]` takes a classifier folder and an optional
