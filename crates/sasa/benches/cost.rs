@@ -29,10 +29,13 @@
 //! one configuration only. Ratios are shown over wall time and over the process's CPU time: on a
 //! shared machine the second is the steadier.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use decode::measure::{
+    bench_prompts, cpu_seconds, load_average, median, peak_resident_mib, reset_peak_resident,
+    resident_mib,
+};
 use decode::{generate, generate_steered, GenerationStats, Request, SamplingParams, Settings};
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use sasa::{MarginTransform, Sasa, SasaParams, SasaStats, Subspace};
@@ -97,65 +100,9 @@ fn parse_options() -> Result<Options> {
     Ok(options)
 }
 
-fn read_prompts() -> Result<Vec<String>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../decode/benches/prompts.txt");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
-}
-
-/// Peak and current resident memory of this process, in MiB, from `/proc/self/status`.
-fn memory_mib() -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
-}
-
-/// CPU seconds this process has used, all threads (`/proc/self/stat` utime + stime, in the
-/// kernel's USER_HZ ticks, 100 per second on Linux). On a shared machine wall time also counts
-/// other processes' turns; CPU time mostly does not, so the ratios are shown on both.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) start at field 3 (state).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// Resets the peak resident set to the current one (Linux ≥ 4.0).
-fn reset_peak_memory() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
 fn synchronize(device: Device) {
     if let Device::Cuda(index) = device {
         tch::Cuda::synchronize(index as i64);
-    }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     }
 }
 
@@ -175,8 +122,8 @@ fn run_once(
     settings: &Settings,
     method: Option<&mut Sasa>,
 ) -> Result<Measured> {
-    let before = memory_mib().map(|(_, rss)| rss);
-    let reset = reset_peak_memory();
+    let before = resident_mib();
+    let reset = reset_peak_resident();
     let cpu_before = cpu_seconds().unwrap_or(0.0);
     let sink = |_| Ok(());
     let model = loaded.model.as_ref();
@@ -195,9 +142,7 @@ fn run_once(
     };
     let cpu = cpu_seconds().unwrap_or(0.0) - cpu_before;
     let memory = if reset {
-        memory_mib()
-            .zip(before)
-            .map(|((peak, _), before)| (peak, before))
+        peak_resident_mib().zip(before)
     } else {
         None
     };
@@ -277,7 +222,7 @@ fn main() -> Result<()> {
     let loaded = LoadedModel::load(&dir, options.device, DtypeChoice::Auto)?;
     let model = loaded.model.as_ref();
     let subspace_path = Subspace::default_path(&dir);
-    let prompts = read_prompts()?;
+    let prompts = bench_prompts()?;
     let encoded: Vec<Vec<i64>> = prompts
         .iter()
         .take(3)
