@@ -126,8 +126,10 @@ pub(super) fn write_all(
                         .expect("every label is listed");
                     palette(i)
                 };
+                // A baseline star carries its label, so sampling-only controls (a `none` cell
+                // labelled "top-k 20") are told apart from plain sampling.
                 let label = if baseline {
-                    "none".to_owned()
+                    cell.config.method.label.clone()
                 } else {
                     cell.config
                         .method
