@@ -305,13 +305,13 @@ fn markdown_summary_lists_cells_gaps_and_incomplete_ones() {
     assert_eq!(summary.lines().count(), 2 + 24 * 2);
     // Every line of a table has the same number of cells.
     for line in summary.lines() {
-        assert_eq!(line.matches(" | ").count(), 13 - 1, "{line}");
+        assert_eq!(line.matches(" | ").count(), 14 - 1, "{line}");
     }
 
     let dir = scratch("markdown-hand");
     hand_cell(None, 1.0).write(&dir).unwrap();
     let md = render_summary(&Experiment::load(&dir).unwrap(), &[]);
-    assert!(md.contains("| rtp        | none   | —        | minilm | 0.500        | 0.500               | 25.00 |"), "{md}");
+    assert!(md.contains("| rtp        | none   | —        | minilm | 0.500        | 0.500               | 0.250                  | 25.00 |"), "{md}");
 }
 
 #[test]
