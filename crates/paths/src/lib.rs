@@ -22,6 +22,18 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where a method's file fitted on a model lives by default, and where decoding looks for it:
+/// `configs/<method>/<model folder name>.json` in the checkout (SASA's subspace, RAD's head).
+pub fn fitted_method_file(method: &str, model_dir: &Path) -> PathBuf {
+    let folder = model_dir
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    project_root()
+        .join("configs")
+        .join(method)
+        .join(format!("{folder}.json"))
+}
+
 /// `shared/` with data, fixtures and notes: `$DETOX_SHARED`, else `../shared` beside the checkout.
 pub fn shared_dir() -> PathBuf {
     match std::env::var_os(SHARED_ENV) {

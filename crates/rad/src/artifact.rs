@@ -112,13 +112,7 @@ impl RewardHead {
     /// Where `detox train rad-reward` writes the head for the backbone in `model_dir` by default,
     /// and where decoding with that model looks for it: `configs/rad/<model folder name>.json`.
     pub fn default_path(model_dir: &Path) -> PathBuf {
-        let folder = model_dir
-            .file_name()
-            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-        paths::project_root()
-            .join("configs")
-            .join("rad")
-            .join(format!("{folder}.json"))
+        paths::fitted_method_file("rad", model_dir)
     }
 
     /// Reads and checks a head file (format, lengths, finite values, layers).
@@ -142,19 +136,7 @@ impl RewardHead {
     /// Writes the file: metadata indented, `w` on one line.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.validate()?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
-        }
-        let mut bytes = Vec::new();
-        let mut serializer = serde_json::Serializer::with_formatter(
-            &mut bytes,
-            sasa::subspace::json::CompactArrays::default(),
-        );
-        self.serialize(&mut serializer)
-            .with_context(|| format!("{}: cannot serialise the reward head", path.display()))?;
-        bytes.push(b'\n');
-        std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+        sasa::subspace::json::write_compact(self, path, "reward head")
     }
 
     fn describe(&self) -> String {

@@ -146,13 +146,7 @@ impl Subspace {
     /// Where `detox train sasa` writes the subspace of the model in `model_dir` by default, and
     /// where decoding looks for it: `configs/sasa/<model folder name>.json` in the checkout.
     pub fn default_path(model_dir: &Path) -> PathBuf {
-        let folder = model_dir
-            .file_name()
-            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-        paths::project_root()
-            .join("configs")
-            .join("sasa")
-            .join(format!("{folder}.json"))
+        paths::fitted_method_file("sasa", model_dir)
     }
 
     /// Reads and checks a subspace file (format, lengths, finite values, unit `w`).
@@ -176,17 +170,7 @@ impl Subspace {
     /// Writes the file: metadata indented, `w` and `b` one line each.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.validate()?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
-        }
-        let mut bytes = Vec::new();
-        let mut serializer =
-            serde_json::Serializer::with_formatter(&mut bytes, json::CompactArrays::default());
-        self.serialize(&mut serializer)
-            .with_context(|| format!("{}: cannot serialise the subspace", path.display()))?;
-        bytes.push(b'\n');
-        std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+        json::write_compact(self, path, "subspace")
     }
 
     fn describe(&self) -> String {
@@ -359,6 +343,27 @@ pub fn checkpoint_fingerprint(dir: &Path) -> Result<String> {
 
 pub mod json {
     use std::io::{self, Write};
+    use std::path::Path;
+
+    use anyhow::{Context, Result};
+    use serde::Serialize;
+
+    /// Writes `value` to `path` with [`CompactArrays`] and a final newline, creating the folder;
+    /// `what` names the value in errors.
+    pub fn write_compact<T: Serialize>(value: &T, path: &Path, what: &str) -> Result<()> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
+        }
+        let mut bytes = Vec::new();
+        let mut serializer =
+            serde_json::Serializer::with_formatter(&mut bytes, CompactArrays::default());
+        value
+            .serialize(&mut serializer)
+            .with_context(|| format!("{}: cannot serialise the {what}", path.display()))?;
+        bytes.push(b'\n');
+        std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+    }
 
     /// Indented objects, arrays on one line: the subspace's metadata stays readable and its two
     /// vectors take two lines instead of one per number.
