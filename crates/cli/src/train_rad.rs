@@ -36,6 +36,23 @@ pub struct TrainRadArgs {
     /// (another ridge or mix of sources) with the same backbone and layers.
     #[arg(long)]
     pub feature_cache: Option<PathBuf>,
+    /// Also train the last this-many blocks the reward model runs (and its final norm) together
+    /// with the head, by AdamW on the same loss, starting from the closed-form head. 0 (the
+    /// default) fits the head alone on the frozen backbone. The trained blocks are written beside
+    /// the head as `<name>.blocks.safetensors`.
+    #[arg(long, default_value_t = 0)]
+    pub train_blocks: usize,
+    /// Passes over the training texts when training blocks.
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 3e-5)]
+    pub learning_rate: f64,
+    /// AdamW weight decay on the trained blocks' weight matrices.
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    /// Texts per optimiser step when training blocks.
+    #[arg(long, default_value_t = 16)]
+    pub train_batch_size: usize,
     /// Where to write the head (default: configs/rad/<backbone folder name>.json, where RAD
     /// decoding with that model looks for it).
     #[arg(long)]
@@ -53,6 +70,23 @@ pub fn run(args: &TrainRadArgs) -> Result<()> {
     if let Some(layers) = args.layers {
         procedure.push_str(&format!(" --layers {layers}"));
     }
+    let top_blocks = (args.train_blocks > 0).then_some(rad::TopBlockOptions {
+        blocks: args.train_blocks,
+        epochs: args.epochs,
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
+        batch_size: args.train_batch_size,
+        seed: args.sources.seed,
+    });
+    if let Some(top) = &top_blocks {
+        // Before any text runs through the backbone.
+        top.validate(loaded.model.info().num_layers)?;
+        procedure.push_str(&format!(
+            " --train-blocks {} --epochs {} --learning-rate {:e} --weight-decay {} \
+             --train-batch-size {}",
+            top.blocks, top.epochs, top.learning_rate, top.weight_decay, top.batch_size
+        ));
+    }
     let options = FitOptions {
         features: FeatureOptions {
             batch_size: args.batch_size,
@@ -68,6 +102,7 @@ pub fn run(args: &TrainRadArgs) -> Result<()> {
             ..RewardFitRecord::default()
         },
         feature_cache: args.feature_cache.clone(),
+        top_blocks,
     };
     let head = rad::fit_reward(&loaded, &sources, &options, |line| eprintln!("{line}"))?;
     let fit = &head.fit;
@@ -90,6 +125,18 @@ pub fn run(args: &TrainRadArgs) -> Result<()> {
     for (name, metrics) in &fit.held_out_by_source {
         show(&format!("held-out {name}"), metrics);
     }
+    if let Some(trained) = &fit.trained_blocks {
+        if let Some(frozen) = &trained.frozen_held_out {
+            show(
+                "held-out, sources fitted on, closed-form head on the frozen backbone",
+                frozen,
+            );
+        }
+        eprintln!(
+            "trained blocks {}..{} with the head: epoch losses {:?}",
+            trained.first_block, head.layers, trained.epoch_losses
+        );
+    }
     match &fit.held_out {
         Some(fitted) => show("held-out, sources fitted on", fitted),
         None => eprintln!("no held-out texts of the sources fitted on"),
@@ -97,7 +144,7 @@ pub fn run(args: &TrainRadArgs) -> Result<()> {
     if let Some(all) = &fit.held_out_all_sources {
         show("held-out, every source", all);
     }
-    head.save(&out)?;
+    head.save_with_blocks(&out, loaded.model.as_ref())?;
     eprintln!("wrote {}", out.display());
     Ok(())
 }

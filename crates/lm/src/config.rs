@@ -64,6 +64,14 @@ impl ArchitectureConfig {
         Ok(config)
     }
 
+    /// The config.json key holding the number of blocks.
+    pub fn layers_key(&self) -> &'static str {
+        match self {
+            Self::Llama(_) => "num_hidden_layers",
+            Self::Gpt2(_) => "n_layer",
+        }
+    }
+
     /// The block a checkpoint tensor belongs to (`model.layers.7.…` for Llama, `h.7.…` or
     /// `transformer.h.7.…` for GPT-2), or `None` for tensors outside the blocks.
     pub fn block_of_tensor(&self, name: &str) -> Option<usize> {

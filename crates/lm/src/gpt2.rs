@@ -1,14 +1,16 @@
 //! GPT-2 family: learned positions, pre-LayerNorm blocks, GELU (tanh form), fused QKV stored in
 //! the `Conv1D` layout `[in, out]`. Covers GPT-2 small through XL.
 
+use std::ops::Range;
+
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
-use crate::cache::KvCache;
+use crate::cache::{AttentionMask, KvCache};
 use crate::config::Gpt2Config;
 use crate::nn::{attention, merge_heads, split_heads, LayerNorm, Linear};
 use crate::weights::Weights;
-use crate::{CausalLm, ModelInfo};
+use crate::{check_block_split, check_selection, CausalLm, ModelInfo, TrainableSelection};
 
 struct Block {
     ln_1: LayerNorm,
@@ -28,6 +30,8 @@ pub struct Gpt2 {
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
+    /// `"transformer."` or `""`: how the checkpoint named its tensors (kept for exporting them).
+    prefix: &'static str,
     heads: i64,
     head_dim: i64,
     /// `gelu_new` and `gelu_pytorch_tanh` are the tanh approximation; plain `gelu` is exact.
@@ -102,6 +106,7 @@ impl Gpt2 {
             wpe,
             blocks,
             ln_f,
+            prefix,
             heads: c.n_head,
             head_dim,
             gelu_approximation: if c.activation_function == "gelu" {
@@ -122,6 +127,47 @@ impl Gpt2 {
     }
 }
 
+impl Gpt2 {
+    /// Runs blocks `blocks` on the residual stream `x` `[batch, t, hidden]`; the caller commits
+    /// the tokens to `cache` afterwards.
+    // `x += y` on a tch tensor adds in place, which autograd refuses once a norm kept `x`.
+    #[allow(clippy::assign_op_pattern)]
+    fn run_blocks(
+        &self,
+        mut x: Tensor,
+        mask: &AttentionMask,
+        blocks: Range<usize>,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let hidden = self.info.hidden_size;
+        for i in blocks {
+            let block = &self.blocks[i];
+            let qkv = block
+                .c_attn
+                .forward(&block.ln_1.forward(&x))
+                .split(hidden, 2);
+            let q = split_heads(&qkv[0], self.heads, self.head_dim);
+            let k = split_heads(&qkv[1], self.heads, self.head_dim);
+            let v = split_heads(&qkv[2], self.heads, self.head_dim);
+            let (k, v) = cache.extend_layer(i, k, v);
+            let attn = attention(&q, &k, &v, mask, Some(block.scale));
+            // Out of place: the norms keep `x` for the backward pass when a trainer runs this.
+            x = x + block.attn_proj.forward(&merge_heads(&attn));
+            let inner = block
+                .c_fc
+                .forward(&block.ln_2.forward(&x))
+                .gelu(self.gelu_approximation);
+            x = x + block.mlp_proj.forward(&inner);
+        }
+        x
+    }
+
+    fn embed(&self, input_ids: &Tensor, positions: &Tensor) -> Tensor {
+        Tensor::embedding(&self.wte, input_ids, -1, false, false)
+            + Tensor::embedding(&self.wpe, positions, -1, false, false)
+    }
+}
+
 impl CausalLm for Gpt2 {
     fn info(&self) -> &ModelInfo {
         &self.info
@@ -134,31 +180,86 @@ impl CausalLm for Gpt2 {
         cache: &mut KvCache,
     ) -> Tensor {
         let step = cache.step_inputs(input_ids, real_mask, self.info.device);
-        let mut x = Tensor::embedding(&self.wte, &step.input_ids, -1, false, false)
-            + Tensor::embedding(&self.wpe, &step.positions, -1, false, false);
-        let hidden = self.info.hidden_size;
-        for (i, block) in self.blocks.iter().enumerate() {
-            let qkv = block
-                .c_attn
-                .forward(&block.ln_1.forward(&x))
-                .split(hidden, 2);
-            let q = split_heads(&qkv[0], self.heads, self.head_dim);
-            let k = split_heads(&qkv[1], self.heads, self.head_dim);
-            let v = split_heads(&qkv[2], self.heads, self.head_dim);
-            let (k, v) = cache.extend_layer(i, k, v);
-            let attn = attention(&q, &k, &v, &step.mask, Some(block.scale));
-            x += block.attn_proj.forward(&merge_heads(&attn));
-            let inner = block
-                .c_fc
-                .forward(&block.ln_2.forward(&x))
-                .gelu(self.gelu_approximation);
-            x += block.mlp_proj.forward(&inner);
-        }
+        let x = self.embed(&step.input_ids, &step.positions);
+        let x = self.run_blocks(x, &step.mask, 0..self.blocks.len(), cache);
         cache.commit_tokens(&step.real_mask);
         self.ln_f.forward(&x)
     }
 
     fn logits(&self, hidden: &Tensor) -> Tensor {
         self.lm_head.forward(hidden).to_kind(Kind::Float)
+    }
+
+    fn input_embeddings(&self) -> Tensor {
+        self.wte.shallow_clone()
+    }
+
+    fn residual_after(&self, input_ids: &Tensor, real_mask: &Tensor, blocks: usize) -> Tensor {
+        check_block_split(blocks, self.blocks.len());
+        let mut cache = self.new_cache();
+        let step = cache.step_inputs(input_ids, real_mask, self.info.device);
+        let x = self.embed(&step.input_ids, &step.positions);
+        self.run_blocks(x, &step.mask, 0..blocks, &mut cache)
+    }
+
+    fn hidden_from(&self, residual: &Tensor, real_mask: &Tensor, first_block: usize) -> Tensor {
+        check_block_split(first_block, self.blocks.len());
+        let mut cache = self.new_cache();
+        let mask = cache.attention_mask(&real_mask.to_device(self.info.device));
+        let x = self.run_blocks(
+            residual.shallow_clone(),
+            &mask,
+            first_block..self.blocks.len(),
+            &mut cache,
+        );
+        self.ln_f.forward(&x)
+    }
+
+    fn trainable_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
+        // GPT-2 stores every weight in the layout it computes with, so the trainable tensors are
+        // the checkpoint's own.
+        self.named_weights(selection, |t| t.shallow_clone())
+    }
+
+    fn export_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
+        let _no_grad = tch::no_grad_guard();
+        self.named_weights(selection, |t| t.copy())
+    }
+}
+
+impl Gpt2 {
+    /// The selected blocks' and final norm's tensors under their checkpoint names.
+    fn named_weights(
+        &self,
+        selection: &TrainableSelection,
+        take: impl Fn(&Tensor) -> Tensor,
+    ) -> Vec<(String, Tensor)> {
+        check_selection(selection, self.blocks.len());
+        let prefix = self.prefix;
+        let mut out = Vec::new();
+        let linear = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| {
+            out.push((format!("{name}.weight"), take(&l.weight_t)));
+            if let Some(b) = &l.bias {
+                out.push((format!("{name}.bias"), take(b)));
+            }
+        };
+        let norm = |out: &mut Vec<(String, Tensor)>, name: String, n: &LayerNorm| {
+            out.push((format!("{name}.weight"), take(&n.weight)));
+            out.push((format!("{name}.bias"), take(&n.bias)));
+        };
+        for i in selection.blocks.clone() {
+            let b = &self.blocks[i];
+            let p = format!("{prefix}h.{i}");
+            norm(&mut out, format!("{p}.ln_1"), &b.ln_1);
+            linear(&mut out, format!("{p}.attn.c_attn"), &b.c_attn);
+            linear(&mut out, format!("{p}.attn.c_proj"), &b.attn_proj);
+            norm(&mut out, format!("{p}.ln_2"), &b.ln_2);
+            linear(&mut out, format!("{p}.mlp.c_fc"), &b.c_fc);
+            linear(&mut out, format!("{p}.mlp.c_proj"), &b.mlp_proj);
+        }
+        if selection.final_norm {
+            norm(&mut out, format!("{prefix}ln_f"), &self.ln_f);
+        }
+        out
     }
 }

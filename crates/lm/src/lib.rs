@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod cache;
+pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod gpt2;
@@ -56,6 +57,66 @@ pub trait CausalLm {
 
     /// The LM head: hidden states `[..., hidden]` to float32 logits `[..., vocab]`.
     fn logits(&self, hidden: &Tensor) -> Tensor;
+
+    /// The token embedding table `[vocab, hidden]` (a handle sharing the model's storage).
+    fn input_embeddings(&self) -> Tensor;
+
+    /// The residual stream `[batch, t, hidden]` after the embeddings and the first `blocks`
+    /// blocks (no final norm), for `input_ids` run from an empty cache. With
+    /// [`hidden_from`](Self::hidden_from) it splits `forward_hidden` in two, so a trainer runs
+    /// the frozen lower blocks once and only the trained upper ones every step.
+    fn residual_after(&self, input_ids: &Tensor, real_mask: &Tensor, blocks: usize) -> Tensor;
+
+    /// Runs blocks `first_block..` on a residual stream from
+    /// [`residual_after`](Self::residual_after)`(.., first_block)` with the same `real_mask`,
+    /// then the final norm: equal to `forward_hidden` from an empty cache.
+    fn hidden_from(&self, residual: &Tensor, real_mask: &Tensor, first_block: usize) -> Tensor;
+
+    /// The tensors a trainer updates for `selection`, as handles sharing storage with the model
+    /// (so `set_requires_grad` and optimiser steps act on the model itself), named by checkpoint
+    /// name where the model stores the checkpoint's layout and by an internal name where it
+    /// stores a fused or transposed form (e.g. Llama's stacked Q/K/V). Embeddings and the LM
+    /// head are never among them: a tied head is a transposed copy of the embedding here, so
+    /// training either would silently untie them.
+    fn trainable_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)>;
+
+    /// Copies of the `selection`'s weights under their Hugging Face names and layouts, as a
+    /// checkpoint stores them: what [`LoadedModel::load_with`] reads back as overrides.
+    fn export_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)>;
+}
+
+/// Which of a model's tensors are trained: some blocks, and perhaps the final norm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainableSelection {
+    pub blocks: std::ops::Range<usize>,
+    pub final_norm: bool,
+}
+
+impl TrainableSelection {
+    /// The last `blocks` of a model with `num_layers` blocks, and its final norm.
+    pub fn top(blocks: usize, num_layers: usize) -> Self {
+        Self {
+            blocks: num_layers.saturating_sub(blocks)..num_layers,
+            final_norm: true,
+        }
+    }
+}
+
+/// Panics unless `split` is a block boundary of a model with `num_layers` blocks (a caller bug:
+/// the split comes from validated configuration).
+pub(crate) fn check_block_split(split: usize, num_layers: usize) {
+    assert!(
+        split <= num_layers,
+        "block split {split} is past the model's {num_layers} blocks"
+    );
+}
+
+pub(crate) fn check_selection(selection: &TrainableSelection, num_layers: usize) {
+    assert!(
+        selection.blocks.start <= selection.blocks.end && selection.blocks.end <= num_layers,
+        "blocks {:?} are not inside the model's {num_layers} blocks",
+        selection.blocks
+    );
 }
 
 /// A model with its tokenizer and the folder it came from.
@@ -83,6 +144,20 @@ impl LoadedModel {
         dtype: DtypeChoice,
         layers: Option<usize>,
     ) -> Result<Self> {
+        Self::load_with(dir, device, dtype, layers, &[])
+    }
+
+    /// [`LoadedModel::load_layers`], then every tensor in each `overrides` safetensors file
+    /// (Hugging Face names and layouts, as [`CausalLm::export_tensors`] writes them) replaces the
+    /// checkpoint's tensor of that name: how trained blocks are stored without copying the rest
+    /// of the checkpoint. An override the checkpoint lacks, or of another shape, is an error.
+    pub fn load_with(
+        dir: &Path,
+        device: DeviceChoice,
+        dtype: DtypeChoice,
+        layers: Option<usize>,
+        overrides: &[PathBuf],
+    ) -> Result<Self> {
         if !dir.is_dir() {
             bail!("{}: model folder does not exist", dir.display());
         }
@@ -105,6 +180,9 @@ impl LoadedModel {
             );
         }
         let mut weights = Weights::from_hf_folder(dir, device, kind)?;
+        for file in overrides {
+            weights.override_from(file, device, kind)?;
+        }
         let kept = config.num_layers();
         weights.drop_where(|name| full.block_of_tensor(name).is_some_and(|b| b >= kept));
         let mut eos_token_ids = generation_eos(dir)?;

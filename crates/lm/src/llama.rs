@@ -1,6 +1,8 @@
 //! Llama family: RMSNorm, rotary positions (with Llama-3 / linear rescaling), grouped-query
 //! attention, SwiGLU MLP, tied or separate LM head. Covers SmolLM2, Llama-2 and Llama-3.x.
 
+use std::ops::Range;
+
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
@@ -8,7 +10,7 @@ use crate::cache::{AttentionMask, KvCache};
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::nn::{attention, merge_heads, Linear, RmsNorm};
 use crate::weights::Weights;
-use crate::{CausalLm, ModelInfo};
+use crate::{check_block_split, check_selection, CausalLm, ModelInfo, TrainableSelection};
 
 /// Inverse rotary frequencies `[head_dim / 2]`, rescaled as the config asks.
 fn inverse_frequencies(config: &LlamaConfig) -> Vec<f64> {
@@ -254,6 +256,40 @@ impl Llama {
     }
 }
 
+impl Llama {
+    /// Runs blocks `blocks` on the residual stream `x` `[batch, t, hidden]` at position ids
+    /// `positions`; the caller commits the tokens to `cache` afterwards.
+    // `x += y` on a tch tensor adds in place, which autograd refuses once a norm kept `x`.
+    #[allow(clippy::assign_op_pattern)]
+    fn run_blocks(
+        &self,
+        mut x: Tensor,
+        positions: &Tensor,
+        mask: &AttentionMask,
+        blocks: Range<usize>,
+        cache: &mut KvCache,
+    ) -> Tensor {
+        let cos_sin = self.rotary.cos_sin(positions, self.info.kind);
+        for i in blocks {
+            let block = &self.layers[i];
+            let attn = block.self_attn.forward(
+                &block.input_layernorm.forward(&x),
+                &cos_sin,
+                mask,
+                i,
+                cache,
+            );
+            // Out of place: the norms keep `x` for the backward pass when a trainer runs this.
+            x = x + attn;
+            let mlp = block
+                .mlp
+                .forward(&block.post_attention_layernorm.forward(&x));
+            x = x + mlp;
+        }
+        x
+    }
+}
+
 impl CausalLm for Llama {
     fn info(&self) -> &ModelInfo {
         &self.info
@@ -266,28 +302,145 @@ impl CausalLm for Llama {
         cache: &mut KvCache,
     ) -> Tensor {
         let step = cache.step_inputs(input_ids, real_mask, self.info.device);
-        let cos_sin = self.rotary.cos_sin(&step.positions, self.info.kind);
-        let mut x = Tensor::embedding(&self.embed_tokens, &step.input_ids, -1, false, false);
-        for (i, block) in self.layers.iter().enumerate() {
-            let attn = block.self_attn.forward(
-                &block.input_layernorm.forward(&x),
-                &cos_sin,
-                &step.mask,
-                i,
-                cache,
-            );
-            x += attn;
-            let mlp = block
-                .mlp
-                .forward(&block.post_attention_layernorm.forward(&x));
-            x += mlp;
-        }
+        let x = Tensor::embedding(&self.embed_tokens, &step.input_ids, -1, false, false);
+        let x = self.run_blocks(x, &step.positions, &step.mask, 0..self.layers.len(), cache);
         cache.commit_tokens(&step.real_mask);
         self.norm.forward(&x)
     }
 
     fn logits(&self, hidden: &Tensor) -> Tensor {
         self.lm_head.forward(hidden).to_kind(Kind::Float)
+    }
+
+    fn input_embeddings(&self) -> Tensor {
+        self.embed_tokens.shallow_clone()
+    }
+
+    fn residual_after(&self, input_ids: &Tensor, real_mask: &Tensor, blocks: usize) -> Tensor {
+        check_block_split(blocks, self.layers.len());
+        let mut cache = self.new_cache();
+        let step = cache.step_inputs(input_ids, real_mask, self.info.device);
+        let x = Tensor::embedding(&self.embed_tokens, &step.input_ids, -1, false, false);
+        self.run_blocks(x, &step.positions, &step.mask, 0..blocks, &mut cache)
+    }
+
+    fn hidden_from(&self, residual: &Tensor, real_mask: &Tensor, first_block: usize) -> Tensor {
+        check_block_split(first_block, self.layers.len());
+        let mut cache = self.new_cache();
+        let real_mask = real_mask.to_device(self.info.device);
+        let (positions, mask) = (
+            cache.position_ids(&real_mask),
+            cache.attention_mask(&real_mask),
+        );
+        let x = self.run_blocks(
+            residual.shallow_clone(),
+            &positions,
+            &mask,
+            first_block..self.layers.len(),
+            &mut cache,
+        );
+        self.norm.forward(&x)
+    }
+
+    fn trainable_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
+        check_selection(selection, self.layers.len());
+        let mut out = Vec::new();
+        for i in selection.blocks.clone() {
+            let b = &self.layers[i];
+            let p = format!("model.layers.{i}");
+            out.extend(
+                [
+                    (
+                        format!("{p}.input_layernorm.weight"),
+                        &b.input_layernorm.weight,
+                    ),
+                    (
+                        format!("{p}.self_attn.qkv_proj.weight_t"),
+                        &b.self_attn.qkv_proj.weight_t,
+                    ),
+                    (
+                        format!("{p}.self_attn.o_proj.weight_t"),
+                        &b.self_attn.o_proj.weight_t,
+                    ),
+                    (
+                        format!("{p}.post_attention_layernorm.weight"),
+                        &b.post_attention_layernorm.weight,
+                    ),
+                    (
+                        format!("{p}.mlp.gate_up_proj.weight_t"),
+                        &b.mlp.gate_up_proj.weight_t,
+                    ),
+                    (
+                        format!("{p}.mlp.down_proj.weight_t"),
+                        &b.mlp.down_proj.weight_t,
+                    ),
+                ]
+                .map(|(name, t)| (name, t.shallow_clone())),
+            );
+        }
+        if selection.final_norm {
+            out.push(("model.norm.weight".into(), self.norm.weight.shallow_clone()));
+        }
+        out
+    }
+
+    fn export_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
+        check_selection(selection, self.layers.len());
+        let _no_grad = tch::no_grad_guard();
+        // Back to Hugging Face's `[out, in]` weights, one per projection.
+        let weight = |t: &Tensor, from: i64, width: i64| {
+            t.narrow(1, from, width).transpose(0, 1).contiguous()
+        };
+        let mut out = Vec::new();
+        for i in selection.blocks.clone() {
+            let b = &self.layers[i];
+            let a = &b.self_attn;
+            let p = format!("model.layers.{i}");
+            let (q, kv) = (a.heads * a.head_dim, a.kv_heads * a.head_dim);
+            let inter = b.mlp.intermediate;
+            out.extend([
+                (
+                    format!("{p}.input_layernorm.weight"),
+                    b.input_layernorm.weight.copy(),
+                ),
+                (
+                    format!("{p}.self_attn.q_proj.weight"),
+                    weight(&a.qkv_proj.weight_t, 0, q),
+                ),
+                (
+                    format!("{p}.self_attn.k_proj.weight"),
+                    weight(&a.qkv_proj.weight_t, q, kv),
+                ),
+                (
+                    format!("{p}.self_attn.v_proj.weight"),
+                    weight(&a.qkv_proj.weight_t, q + kv, kv),
+                ),
+                (
+                    format!("{p}.self_attn.o_proj.weight"),
+                    weight(&a.o_proj.weight_t, 0, self.info.hidden_size),
+                ),
+                (
+                    format!("{p}.post_attention_layernorm.weight"),
+                    b.post_attention_layernorm.weight.copy(),
+                ),
+                (
+                    format!("{p}.mlp.gate_proj.weight"),
+                    weight(&b.mlp.gate_up_proj.weight_t, 0, inter),
+                ),
+                (
+                    format!("{p}.mlp.up_proj.weight"),
+                    weight(&b.mlp.gate_up_proj.weight_t, inter, inter),
+                ),
+                (
+                    format!("{p}.mlp.down_proj.weight"),
+                    weight(&b.mlp.down_proj.weight_t, 0, self.info.hidden_size),
+                ),
+            ]);
+        }
+        if selection.final_norm {
+            out.push(("model.norm.weight".into(), self.norm.weight.copy()));
+        }
+        out
     }
 }
 

@@ -54,6 +54,32 @@ impl Weights {
         Ok(tensor)
     }
 
+    /// Replaces tensors by those of the safetensors `file` (converted like the checkpoint's).
+    /// Every tensor of the file must name a tensor of the checkpoint with the same shape.
+    pub fn override_from(&mut self, file: &Path, device: Device, kind: Kind) -> Result<()> {
+        let mut replacements = HashMap::new();
+        read_safetensors_into(file, device, kind, &mut replacements)?;
+        for (name, tensor) in replacements {
+            let Some(old) = self.tensors.get(&name) else {
+                bail!(
+                    "{}: tensor {name:?} is not in the checkpoint {}",
+                    file.display(),
+                    self.source.display()
+                );
+            };
+            if old.size() != tensor.size() {
+                bail!(
+                    "{}: tensor {name:?} has shape {:?} but the checkpoint's has {:?}",
+                    file.display(),
+                    tensor.size(),
+                    old.size()
+                );
+            }
+            self.tensors.insert(name, tensor);
+        }
+        Ok(())
+    }
+
     /// Drops every tensor whose name `unused` accepts (the blocks a truncated model leaves out),
     /// so the architecture's check for leftover tensors still catches everything else.
     pub fn drop_where(&mut self, unused: impl Fn(&str) -> bool) {

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use lm::ModelInfo;
+use lm::{CausalLm, ModelInfo, TrainableSelection};
 use sasa::{checkpoint_fingerprint, ModelIdentity, SourceCounts};
 use serde::{Deserialize, Serialize};
+
+use crate::train::TopBlockOptions;
 
 /// The `format` field of a reward-head file; bumped when the layout changes.
 pub const FORMAT: &str = "detox-rad-reward/1";
@@ -62,6 +64,24 @@ pub struct RewardFitRecord {
     pub held_out: Option<RewardMetrics>,
     pub held_out_by_source: BTreeMap<String, RewardMetrics>,
     pub held_out_all_sources: Option<RewardMetrics>,
+    /// Set when the top blocks were trained with the head; their weights are then in the file
+    /// beside the head's ([`RewardHead::blocks_path`]). Absent for a head on a frozen backbone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained_blocks: Option<TrainedBlocks>,
+}
+
+/// How the reward model's top blocks were trained, and what it bought.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainedBlocks {
+    /// Blocks `first_block..layers` and the final norm were trained.
+    pub first_block: usize,
+    pub options: TopBlockOptions,
+    /// Mean training prefix loss per text over each epoch.
+    pub epoch_losses: Vec<f64>,
+    /// The closed-form head on the frozen backbone (where training started), on the same
+    /// held-out texts as `held_out`.
+    pub frozen_held_out: Option<RewardMetrics>,
 }
 
 /// A linear head on the first `layers` blocks of a backbone: r(h) = wᵀh + b, a toxicity
@@ -133,10 +153,75 @@ impl RewardHead {
         Ok(head)
     }
 
-    /// Writes the file: metadata indented, `w` on one line.
+    /// Writes the file: metadata indented, `w` on one line. A head whose top blocks were trained
+    /// needs [`RewardHead::save_with_blocks`], which also writes their weights.
     pub fn save(&self, path: &Path) -> Result<()> {
+        if self.fit.trained_blocks.is_some() {
+            bail!(
+                "{}: this head's top blocks were trained; write it with their weights \
+                 (RewardHead::save_with_blocks)",
+                path.display()
+            );
+        }
         self.validate()?;
         sasa::subspace::json::write_compact(self, path, "reward head")
+    }
+
+    /// Writes the head file and, when its top blocks were trained, those blocks' and the final
+    /// norm's weights from `model` (the trained reward model) to [`RewardHead::blocks_path`].
+    pub fn save_with_blocks(&self, path: &Path, model: &dyn CausalLm) -> Result<()> {
+        self.validate()?;
+        self.check_backbone(model.info())?;
+        if let Some(trained) = &self.fit.trained_blocks {
+            let selection = TrainableSelection {
+                blocks: trained.first_block..self.layers,
+                final_norm: true,
+            };
+            let blocks = Self::blocks_path(path);
+            if let Some(dir) = blocks.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("{}: cannot create", dir.display()))?;
+            }
+            let tensors: Vec<(String, tch::Tensor)> = model
+                .export_tensors(&selection)
+                .into_iter()
+                .map(|(name, t)| (name, t.to_device(tch::Device::Cpu)))
+                .collect();
+            tch::Tensor::write_safetensors(&tensors, &blocks).with_context(|| {
+                format!("{}: cannot write the trained blocks", blocks.display())
+            })?;
+        }
+        sasa::subspace::json::write_compact(self, path, "reward head")
+    }
+
+    /// Where the trained top blocks of the head file at `head_path` live: beside it, as
+    /// `<name>.blocks.safetensors` (Hugging Face names and layouts, read as overrides of the
+    /// backbone's checkpoint).
+    pub fn blocks_path(head_path: &Path) -> PathBuf {
+        head_path.with_extension("blocks.safetensors")
+    }
+
+    /// The override files the reward model loads over its backbone: the trained blocks' file
+    /// when there is one (an error naming it when it is missing).
+    pub fn overrides(&self) -> Result<Vec<PathBuf>> {
+        if self.fit.trained_blocks.is_none() {
+            return Ok(Vec::new());
+        }
+        let head_path = self.source.as_ref().with_context(|| {
+            format!(
+                "{}: a head with trained blocks must be read from its file",
+                self.describe()
+            )
+        })?;
+        let blocks = Self::blocks_path(head_path);
+        if !blocks.is_file() {
+            bail!(
+                "{}: the head's top blocks were trained, but their weights file {} is missing",
+                head_path.display(),
+                blocks.display()
+            );
+        }
+        Ok(vec![blocks])
     }
 
     fn describe(&self) -> String {
@@ -174,6 +259,16 @@ impl RewardHead {
         }
         if !self.b.is_finite() {
             bail!("{name}: field \"b\" is not finite");
+        }
+        if let Some(trained) = &self.fit.trained_blocks {
+            if trained.first_block >= self.layers {
+                bail!(
+                    "{name}: field \"fit.trained_blocks.first_block\" is {} but the reward model \
+                     runs {} blocks",
+                    trained.first_block,
+                    self.layers
+                );
+            }
         }
         Ok(())
     }

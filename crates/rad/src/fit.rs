@@ -21,7 +21,8 @@ use lm::{check_token_ids, left_pad, ArchitectureConfig, CausalLm, LoadedModel, T
 use sasa::{ModelIdentity, SourceCounts, SourceTexts};
 use tch::{Device, Kind, Tensor};
 
-use crate::artifact::{RewardFitRecord, RewardHead, RewardMetrics};
+use crate::artifact::{RewardFitRecord, RewardHead, RewardMetrics, TrainedBlocks};
+use crate::train::{train_top_blocks, TopBlockOptions};
 
 /// Ridge λ relative to the mean diagonal of G's feature block: (G + λ·tr(G_hh)/H · D)θ = c.
 /// Small enough to leave a well-determined fit alone (thousands of texts, hundreds of
@@ -91,10 +92,7 @@ pub fn accumulate_prefixes(hidden: &Tensor, mask: &Tensor) -> (Tensor, Tensor, T
         &[hidden, Tensor::ones([b, t, 1], (Kind::Double, Device::Cpu))],
         2,
     );
-    // Position of each real token among its row's real tokens (1-based), and the row's length.
-    let position = mask.cumsum(1, Kind::Double) * &mask;
-    let length = mask.sum_dim_intlist(1, true, Kind::Double);
-    let weights = position * 2.0 / (&length * (&length + 1.0));
+    let weights = prefix_weights(&mask, Kind::Double);
     let weighted = &x * weights.unsqueeze(-1);
     let width = x.size()[2];
     let gram = weighted
@@ -103,6 +101,46 @@ pub fn accumulate_prefixes(hidden: &Tensor, mask: &Tensor) -> (Tensor, Tensor, T
         .matmul(&x.view([-1, width]));
     let mean = weighted.sum_dim_intlist(1, false, Kind::Double);
     (gram, mean, x.select(1, -1))
+}
+
+/// RAD's prefix weights 2t/(l(l+1)) `[B, T]` for a real-token mask `[B, T]` (left padding 0),
+/// in `kind` on the mask's device: t the position of a real token among its row's (1-based), l
+/// the row's length; zero on padding; each row sums to 1.
+pub fn prefix_weights(mask: &Tensor, kind: Kind) -> Tensor {
+    let mask = mask.to_kind(kind);
+    let position = mask.cumsum(1, kind) * &mask;
+    let length = mask.sum_dim_intlist(1, true, kind);
+    position * 2.0 / (&length * (&length + 1.0))
+}
+
+/// `texts` tokenized as prompts are (no special tokens) and cut to `options.max_tokens` (and the
+/// model's positions); a text with no tokens is an error naming it.
+pub fn encode_texts(
+    model: &dyn CausalLm,
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    options: &FeatureOptions,
+) -> Result<Vec<Vec<i64>>> {
+    if options.batch_size == 0 || options.max_tokens == 0 {
+        bail!("batch size and max tokens must be at least 1");
+    }
+    let info = model.info();
+    let max_tokens = info
+        .max_positions
+        .map_or(options.max_tokens, |m| options.max_tokens.min(m as usize));
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut ids = tokenizer.encode(text)?;
+            ids.truncate(max_tokens);
+            if ids.is_empty() {
+                bail!("text {i} ({text:?}) has no tokens");
+            }
+            check_token_ids(&ids, info.vocab_size).with_context(|| format!("text {i}"))?;
+            Ok(ids)
+        })
+        .collect()
 }
 
 /// The prefix statistics of `texts` under `model` (the reward model's backbone). Texts are
@@ -115,26 +153,8 @@ pub fn prefix_features(
     options: &FeatureOptions,
     mut progress: impl FnMut(usize),
 ) -> Result<PrefixFeatures> {
-    if options.batch_size == 0 || options.max_tokens == 0 {
-        bail!("batch size and max tokens must be at least 1");
-    }
     let info = model.info();
-    let max_tokens = info
-        .max_positions
-        .map_or(options.max_tokens, |m| options.max_tokens.min(m as usize));
-    let encoded = texts
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            let mut ids = tokenizer.encode(text)?;
-            ids.truncate(max_tokens);
-            if ids.is_empty() {
-                bail!("text {i} ({text:?}) has no tokens");
-            }
-            check_token_ids(&ids, info.vocab_size).with_context(|| format!("text {i}"))?;
-            Ok(ids)
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let encoded = encode_texts(model, tokenizer, texts, options)?;
     let width = info.hidden_size + 1;
     let mut gram = Tensor::zeros([width, width], (Kind::Double, Device::Cpu));
     let mut mean = Tensor::zeros([texts.len() as i64, width], (Kind::Double, Device::Cpu));
@@ -240,6 +260,9 @@ pub struct FitOptions {
     /// of checkpoint, layers, device, dtype, token cut and texts), so a refit with another ridge
     /// or mix of sources does not run the backbone again.
     pub feature_cache: Option<PathBuf>,
+    /// Also train the reward model's top blocks with the head (starting from the closed form);
+    /// `None` fits the head alone.
+    pub top_blocks: Option<TopBlockOptions>,
 }
 
 /// Prefix statistics of `items`, through the cache folder when there is one.
@@ -249,11 +272,13 @@ fn features_of(
     what: &str,
     items: &[LabelledText],
     options: &FitOptions,
+    use_cache: bool,
     log: &mut impl FnMut(&str),
 ) -> Result<PrefixFeatures> {
     let info = loaded.model.info();
     let texts: Vec<&str> = items.iter().map(|t| t.text.as_str()).collect();
-    let path = options.feature_cache.as_ref().map(|dir| {
+    let cache = options.feature_cache.as_ref().filter(|_| use_cache);
+    let path = cache.map(|dir| {
         let mut key = format!(
             "rad|{fingerprint}|{}|{:?}|{:?}|{}",
             info.num_layers, info.device, info.kind, options.features.max_tokens
@@ -337,6 +362,31 @@ fn features_of(
     Ok(features)
 }
 
+/// Statistics of one part (train or held-out) of each source, `None` where it has no texts.
+type Parts = Vec<Option<PrefixFeatures>>;
+
+/// Metrics of θ = [w, b] on the held-out texts of every source pooled, or of only the sources
+/// fitted on (those with training texts) when `fitted_only`; `None` when there are none.
+fn pooled_metrics(
+    w: &[f64],
+    b: f64,
+    sources: &[SourceTexts],
+    held_out: &Parts,
+    fitted_only: bool,
+) -> Option<RewardMetrics> {
+    let (mut parts, mut y) = (Vec::new(), Vec::new());
+    for (source, part) in sources.iter().zip(held_out) {
+        if let Some(features) = part
+            .as_ref()
+            .filter(|_| !fitted_only || !source.train.is_empty())
+        {
+            parts.push(features);
+            y.extend(targets(&source.held_out));
+        }
+    }
+    (!parts.is_empty()).then(|| reward_metrics(w, b, &PrefixFeatures::concat(&parts), &y))
+}
+
 fn targets(items: &[LabelledText]) -> Vec<f64> {
     items.iter().map(|t| f64::from(t.label)).collect()
 }
@@ -356,55 +406,82 @@ pub fn fit_reward(
     if sources.iter().all(|s| s.train.is_empty()) {
         bail!("no training texts");
     }
-    let mut train = Vec::new();
-    let mut held_out = Vec::new();
-    for source in sources {
-        for (part, items, out) in [
-            ("train", &source.train, &mut train),
-            ("held-out", &source.held_out, &mut held_out),
-        ] {
-            let what = format!("{} {part}", source.name);
-            out.push(if items.is_empty() {
-                None
-            } else {
-                Some(features_of(
-                    loaded,
-                    &backbone.fingerprint,
-                    &what,
-                    items,
-                    options,
-                    &mut log,
-                )?)
-            });
+    // The cache holds the frozen backbone's statistics; a model whose top blocks were trained
+    // here is measured afresh.
+    let statistics = |use_cache: bool, log: &mut dyn FnMut(&str)| -> Result<(Parts, Parts)> {
+        let (mut train, mut held_out) = (Vec::new(), Vec::new());
+        for source in sources {
+            for (part, items, out) in [
+                ("train", &source.train, &mut train),
+                ("held-out", &source.held_out, &mut held_out),
+            ] {
+                let what = format!("{} {part}", source.name);
+                out.push(if items.is_empty() {
+                    None
+                } else {
+                    Some(features_of(
+                        loaded,
+                        &backbone.fingerprint,
+                        &what,
+                        items,
+                        options,
+                        use_cache,
+                        &mut |line: &str| log(line),
+                    )?)
+                });
+            }
         }
-    }
-    let train_parts: Vec<&PrefixFeatures> = train.iter().flatten().collect();
-    let train_all = PrefixFeatures::concat(&train_parts);
+        Ok((train, held_out))
+    };
+    let (mut train, mut held_out) = statistics(true, &mut log)?;
     let train_targets: Vec<f64> = sources.iter().flat_map(|s| targets(&s.train)).collect();
-    let (w, b) = solve_head(
-        &train_all.gram,
-        &target_moment(&train_all, &train_targets),
-        options.ridge,
-    )?;
+    let (w, b) = {
+        let train_all = PrefixFeatures::concat(&train.iter().flatten().collect::<Vec<_>>());
+        solve_head(
+            &train_all.gram,
+            &target_moment(&train_all, &train_targets),
+            options.ridge,
+        )?
+    };
     // Measured with the head as stored (float32), so the numbers describe the file.
-    let w: Vec<f64> = w.iter().map(|&v| f64::from(v as f32)).collect();
-    let b = f64::from(b as f32);
+    let mut w: Vec<f64> = w.iter().map(|&v| f64::from(v as f32)).collect();
+    let mut b = f64::from(b as f32);
+
+    let mut trained_blocks = None;
+    if let Some(top) = &options.top_blocks {
+        let frozen_held_out = pooled_metrics(&w, b, sources, &held_out, true);
+        let texts: Vec<&str> = sources
+            .iter()
+            .flat_map(|s| s.train.iter().map(|t| t.text.as_str()))
+            .collect();
+        let trained = train_top_blocks(
+            loaded.model.as_ref(),
+            &loaded.tokenizer,
+            &texts,
+            &train_targets,
+            (&w, b),
+            &options.features,
+            top,
+            &mut log,
+        )?;
+        (w, b) = (trained.w, trained.b);
+        (train, held_out) = statistics(false, &mut log)?;
+        trained_blocks = Some(TrainedBlocks {
+            first_block: info.num_layers - top.blocks,
+            options: top.clone(),
+            epoch_losses: trained.epoch_losses,
+            frozen_held_out,
+        });
+    }
+    let train_all = PrefixFeatures::concat(&train.iter().flatten().collect::<Vec<_>>());
 
     let mut record = options.record.clone();
-    let (mut fitted, mut fitted_targets, mut all, mut all_targets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (source, part) in sources.iter().zip(&held_out) {
         if let Some(features) = part {
             let y = targets(&source.held_out);
             record
                 .held_out_by_source
                 .insert(source.name.clone(), reward_metrics(&w, b, features, &y));
-            if !source.train.is_empty() {
-                fitted.push(features);
-                fitted_targets.extend_from_slice(&y);
-            }
-            all.push(features);
-            all_targets.extend(y);
         }
         let items = source.train.iter().chain(&source.held_out);
         let toxic = items.clone().filter(|t| t.label >= 0.5).count();
@@ -418,10 +495,9 @@ pub fn fit_reward(
             },
         );
     }
-    record.held_out = (!fitted.is_empty())
-        .then(|| reward_metrics(&w, b, &PrefixFeatures::concat(&fitted), &fitted_targets));
-    record.held_out_all_sources = (!all.is_empty())
-        .then(|| reward_metrics(&w, b, &PrefixFeatures::concat(&all), &all_targets));
+    record.held_out = pooled_metrics(&w, b, sources, &held_out, true);
+    record.held_out_all_sources = pooled_metrics(&w, b, sources, &held_out, false);
+    record.trained_blocks = trained_blocks;
     record.train_metrics = Some(reward_metrics(&w, b, &train_all, &train_targets));
     record.train_texts = train_targets.len();
     record.train_prefixes = train_all.prefixes;

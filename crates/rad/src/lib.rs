@@ -18,11 +18,13 @@ pub mod artifact;
 pub mod fit;
 pub mod reward;
 pub mod steering;
+pub mod train;
 
-pub use artifact::{RewardFitRecord, RewardHead, RewardMetrics, FEATURES, FORMAT};
+pub use artifact::{RewardFitRecord, RewardHead, RewardMetrics, TrainedBlocks, FEATURES, FORMAT};
 pub use fit::{
     accumulate_prefixes, fit_reward, prefix_features, reward_metrics, solve_head, FeatureOptions,
     FitOptions, PrefixFeatures, DEFAULT_RIDGE,
 };
 pub use reward::RewardModel;
 pub use steering::{Rad, RadParams, RadStats, RewardLogRow, RewardLogStep, RewardPath};
+pub use train::{train_top_blocks, TopBlockOptions, TrainedHead};

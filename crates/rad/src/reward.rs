@@ -25,7 +25,8 @@ pub struct RewardModel {
 
 impl RewardModel {
     /// Reads the head at `head_path`, checks that it was fitted on the checkpoint in
-    /// `backbone_dir`, and loads that checkpoint's first `head.layers` blocks.
+    /// `backbone_dir`, and loads that checkpoint's first `head.layers` blocks (with the trained
+    /// top blocks over them when the head has some).
     pub fn load(
         head_path: &Path,
         backbone_dir: &Path,
@@ -33,8 +34,14 @@ impl RewardModel {
         dtype: DtypeChoice,
     ) -> Result<Self> {
         let head = RewardHead::load_for_backbone(head_path, backbone_dir)?;
-        let loaded = LoadedModel::load_layers(backbone_dir, device, dtype, Some(head.layers))
-            .with_context(|| format!("RAD reward backbone {}", backbone_dir.display()))?;
+        let loaded = LoadedModel::load_with(
+            backbone_dir,
+            device,
+            dtype,
+            Some(head.layers),
+            &head.overrides()?,
+        )
+        .with_context(|| format!("RAD reward backbone {}", backbone_dir.display()))?;
         Self::new(loaded, head)
     }
 

@@ -1,0 +1,216 @@
+//! Training the reward model's top blocks together with its head, by gradient descent on RAD's
+//! cumulative squared loss over prefixes (the closed form of [`crate::fit`] covers the head alone).
+//!
+//! The head starts from the closed-form fit on the frozen backbone, so training begins at the
+//! best a frozen backbone can do. The blocks below the trained ones are frozen, so their output
+//! (the residual stream) is computed once per text and kept in memory; every step then runs only
+//! the trained blocks forward and backward. Optimiser: PyTorch's AdamW, with weight decay on the
+//! blocks' matrices only (not on the norms, the head or its bias), and a linear warm-up of the rate
+//! over the first tenth of the steps.
+
+use anyhow::{bail, Result};
+use lm::{left_pad, CausalLm, TextTokenizer, TrainableSelection};
+use serde::{Deserialize, Serialize};
+use tch::{COptimizer, Device, Kind, Tensor};
+
+use crate::fit::{encode_texts, prefix_weights, FeatureOptions};
+
+/// How the top blocks are trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopBlockOptions {
+    /// The last this-many blocks the reward model runs are trained, with the final norm.
+    pub blocks: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// AdamW's decoupled weight decay, on the blocks' weight matrices.
+    pub weight_decay: f64,
+    /// Texts per optimiser step.
+    pub batch_size: usize,
+    /// Seeds the order of the batches in each epoch.
+    pub seed: u64,
+}
+
+impl TopBlockOptions {
+    pub fn validate(&self, reward_layers: usize) -> Result<()> {
+        if self.blocks == 0 || self.blocks > reward_layers {
+            bail!(
+                "--train-blocks is {} but the reward model runs {reward_layers} blocks (expected \
+                 1..={reward_layers})",
+                self.blocks
+            );
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            bail!("--epochs and --train-batch-size must be at least 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            bail!(
+                "--learning-rate must be a finite number > 0, got {}",
+                self.learning_rate
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            bail!(
+                "--weight-decay must be a finite number >= 0, got {}",
+                self.weight_decay
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One batch with the frozen blocks already run.
+struct FrozenBatch {
+    residual: Tensor,
+    mask: Tensor,
+    /// RAD's prefix weights `[B, T]` (zero on padding), float32.
+    weights: Tensor,
+    /// `[B, 1]` float32.
+    targets: Tensor,
+}
+
+/// The head after training the top blocks with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainedHead {
+    pub w: Vec<f64>,
+    pub b: f64,
+    /// Mean training prefix loss per text over each epoch.
+    pub epoch_losses: Vec<f64>,
+}
+
+/// Trains the top `options.blocks` blocks of `model` (in place) and the head `(w, b)` on `texts`
+/// with targets `targets`, starting from the head `(w, b)`. `log` receives progress lines.
+#[allow(clippy::too_many_arguments)]
+pub fn train_top_blocks(
+    model: &dyn CausalLm,
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    targets: &[f64],
+    head: (&[f64], f64),
+    features: &FeatureOptions,
+    options: &TopBlockOptions,
+    mut log: impl FnMut(&str),
+) -> Result<TrainedHead> {
+    let info = model.info();
+    options.validate(info.num_layers)?;
+    if texts.len() != targets.len() || texts.is_empty() {
+        bail!(
+            "{} training texts and {} targets (need the same, at least one)",
+            texts.len(),
+            targets.len()
+        );
+    }
+    let first = info.num_layers - options.blocks;
+    let encoded = encode_texts(model, tokenizer, texts, features)?;
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| (encoded[i].len(), i));
+    let started = std::time::Instant::now();
+    let batches = tch::no_grad(|| {
+        order
+            .chunks(options.batch_size)
+            .map(|chunk| {
+                let rows: Vec<&[i64]> = chunk.iter().map(|&i| encoded[i].as_slice()).collect();
+                let (ids, mask) = left_pad(&rows, info.device);
+                let y: Vec<f32> = chunk.iter().map(|&i| targets[i] as f32).collect();
+                FrozenBatch {
+                    residual: model.residual_after(&ids, &mask, first),
+                    weights: prefix_weights(&mask, Kind::Float),
+                    targets: Tensor::from_slice(&y).to_device(info.device).unsqueeze(1),
+                    mask,
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    log(&format!(
+        "ran the {first} frozen blocks on {} texts in {:.0}s; training blocks {first}..{} and \
+         the head",
+        texts.len(),
+        started.elapsed().as_secs_f64(),
+        info.num_layers
+    ));
+
+    let selection = TrainableSelection::top(options.blocks, info.num_layers);
+    let trained: Vec<(String, Tensor)> = model
+        .trainable_tensors(&selection)
+        .into_iter()
+        .map(|(name, t)| (name, t.set_requires_grad(true)))
+        .collect();
+    let w = Tensor::from_slice(&head.0.iter().map(|&v| v as f32).collect::<Vec<_>>())
+        .to_device(info.device)
+        .set_requires_grad(true);
+    let b = Tensor::from_slice(&[head.1 as f32])
+        .to_device(info.device)
+        .set_requires_grad(true);
+    // Group 0: weight matrices (decayed); group 1: norms, head and bias (not decayed).
+    let mut optimizer = COptimizer::adamw(
+        options.learning_rate,
+        0.9,
+        0.999,
+        options.weight_decay,
+        1e-8,
+        false,
+    )?;
+    for (_, t) in &trained {
+        optimizer.add_parameters(t, usize::from(t.dim() < 2))?;
+    }
+    optimizer.add_parameters(&w, 1)?;
+    optimizer.add_parameters(&b, 1)?;
+    optimizer.set_weight_decay_group(1, 0.0)?;
+
+    // Linear warm-up over the first tenth of the steps: the head starts at the frozen optimum,
+    // and AdamW's first steps move every weight by about the full rate whatever its gradient.
+    let warmup = (options.epochs * batches.len()).div_ceil(10);
+    let mut step = 0usize;
+    let mut run = || -> Result<Vec<f64>> {
+        let mut epoch_losses = Vec::with_capacity(options.epochs);
+        for epoch in 0..options.epochs {
+            tch::manual_seed(options.seed as i64 + epoch as i64);
+            let shuffled = Vec::<i64>::try_from(Tensor::randperm(
+                batches.len() as i64,
+                (Kind::Int64, Device::Cpu),
+            ))?;
+            let started = std::time::Instant::now();
+            let mut total = 0.0;
+            for &i in &shuffled {
+                let batch = &batches[i as usize];
+                step += 1;
+                let warm = (step as f64 / warmup as f64).min(1.0);
+                optimizer.set_learning_rate(options.learning_rate * warm)?;
+                optimizer.zero_grad()?;
+                let hidden = model.hidden_from(&batch.residual, &batch.mask, first);
+                let rewards = hidden.to_kind(Kind::Float).matmul(&w) + &b;
+                let per_text = ((rewards - &batch.targets).square() * &batch.weights)
+                    .sum_dim_intlist(1, false, Kind::Float);
+                let loss = per_text.sum(Kind::Float);
+                total += loss.double_value(&[]);
+                (loss / per_text.size()[0] as f64).backward();
+                optimizer.step()?;
+            }
+            let mean = total / texts.len() as f64;
+            if !mean.is_finite() {
+                bail!("training diverged in epoch {} (loss {mean})", epoch + 1);
+            }
+            log(&format!(
+                "epoch {}/{}: training prefix loss {mean:.4} ({:.0}s)",
+                epoch + 1,
+                options.epochs,
+                started.elapsed().as_secs_f64()
+            ));
+            epoch_losses.push(mean);
+        }
+        Ok(epoch_losses)
+    };
+    let result = run();
+    // Back to a frozen model whatever happened: decoding must not build autograd graphs.
+    for (_, t) in &trained {
+        let _ = t.set_requires_grad(false);
+    }
+    let epoch_losses = result?;
+    let w = Vec::<f32>::try_from(w.detach().to_device(Device::Cpu))?;
+    let b = b.detach().double_value(&[0]);
+    Ok(TrainedHead {
+        w: w.into_iter().map(f64::from).collect(),
+        b: b as f32 as f64,
+        epoch_losses,
+    })
+}
