@@ -20,6 +20,7 @@ mod report_cmd;
 mod run;
 mod score_cmd;
 mod scorers;
+mod train_fusion;
 mod train_rad;
 mod train_sasa;
 mod train_scorer;
@@ -96,6 +97,12 @@ enum TrainCommand {
     /// RAD's reward head on a backbone's first N blocks (cumulative squared loss over prefixes,
     /// closed form); prints held-out MSE and ROC-AUC and writes configs/rad/<model>.json (or --out).
     RadReward(train_rad::TrainRadArgs),
+    /// The compact calibration LM of calibration-model fusion (a base's first blocks fine-tuned
+    /// on non-toxic text; --toxic for a DExperts anti-expert); writes a model folder.
+    Calibration(train_fusion::TrainCalibrationArgs),
+    /// The map from a calibration model's final hidden state to a target's (InfoNCE); prints
+    /// held-out retrieval accuracy and writes <calibration>/align-<target>.json (or --out).
+    Align(train_fusion::TrainAlignArgs),
 }
 
 /// Model, device and threading options shared by every command that loads a model.
@@ -155,6 +162,8 @@ fn main() -> ExitCode {
         Command::TrainScorer(args) => train_scorer::run(&args),
         Command::Train(TrainCommand::Sasa(args)) => train_sasa::run(&args),
         Command::Train(TrainCommand::RadReward(args)) => train_rad::run(&args),
+        Command::Train(TrainCommand::Calibration(args)) => train_fusion::run_calibration(&args),
+        Command::Train(TrainCommand::Align(args)) => train_fusion::run_align(&args),
         Command::AuditScorer(args) => audit::run(&args),
         Command::InspectData(args) => inspect::run(&args),
         Command::Run(args) => run::run(&args),

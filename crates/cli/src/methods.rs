@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use decode::Steering;
 use filter::{FilterMode, ListRef, PosthocFilter, WordFilterConfig};
+use fusion::{AlignMap, CalibrationFusion, DExperts, DExpertsParams, FusionParams};
 use lm::{DtypeChoice, LoadedModel};
 use rad::{Rad, RadParams, RewardHead, RewardModel};
 use sasa::{MarginTransform, Sasa, SasaParams, Subspace};
 use spec::{MethodRef, MethodStep, ParamValue};
+
+use crate::train_fusion::default_calibration_dir;
 
 /// A resolved decoding method.
 pub struct Method {
@@ -48,6 +51,12 @@ impl Method {
                 }
                 "rad" => {
                     rad_params(step)?;
+                }
+                "calibration_fusion" => {
+                    fusion_params(step)?;
+                }
+                "dexperts" => {
+                    dexperts_params(step)?;
                 }
                 other => bail!("method {other:?} is registered but has no decoder"),
             }
@@ -116,6 +125,38 @@ impl Method {
                     decoding
                         .steering
                         .push(Box::new(Rad::new(reward, &model.tokenizer, params)?));
+                }
+                "calibration_fusion" => {
+                    let (params, calibration, align) = fusion_params(step)?;
+                    let calibration =
+                        calibration.unwrap_or_else(|| default_calibration_dir(&model.dir, false));
+                    let align =
+                        align.unwrap_or_else(|| AlignMap::default_path(&calibration, &model.dir));
+                    let info = model.model.info();
+                    let loaded =
+                        load_beside(&calibration, model, "calibration_fusion: calibration model")?;
+                    let map = AlignMap::load(&align, &calibration, &model.dir)
+                        .context("calibration_fusion: alignment map")?;
+                    decoding.steering.push(Box::new(CalibrationFusion::new(
+                        loaded,
+                        map,
+                        &model.tokenizer,
+                        info.vocab_size,
+                        params,
+                    )?));
+                }
+                "dexperts" => {
+                    let (params, expert, anti) = dexperts_params(step)?;
+                    let expert =
+                        expert.unwrap_or_else(|| default_calibration_dir(&model.dir, false));
+                    let anti = anti.unwrap_or_else(|| default_calibration_dir(&model.dir, true));
+                    decoding.steering.push(Box::new(DExperts::new(
+                        load_beside(&expert, model, "dexperts: expert")?,
+                        load_beside(&anti, model, "dexperts: anti-expert")?,
+                        &model.tokenizer,
+                        model.model.info().vocab_size,
+                        params,
+                    )?));
                 }
                 other => bail!("method {other:?} has no decoder"),
             }
@@ -198,6 +239,43 @@ fn auto_path(step: &MethodStep, name: &str, folder: bool) -> Result<Option<PathB
             Ok(Some(path))
         }
     }
+}
+
+/// A model that runs beside the decoding one: same device, same dtype.
+fn load_beside(dir: &std::path::Path, model: &LoadedModel, what: &str) -> Result<LoadedModel> {
+    let info = model.model.info();
+    LoadedModel::load(dir, info.device.into(), DtypeChoice::of_kind(info.kind)?)
+        .with_context(|| format!("{what} {}", dir.display()))
+}
+
+/// Fusion's α, its calibration model folder and its alignment map (`None`: the defaults).
+fn fusion_params(step: &MethodStep) -> Result<(FusionParams, Option<PathBuf>, Option<PathBuf>)> {
+    let alpha = step
+        .strength
+        .context("calibration_fusion: a strength (alpha) is required")?;
+    let params = FusionParams { alpha };
+    params.validate()?;
+    Ok((
+        params,
+        auto_path(step, "calibration", true)?,
+        auto_path(step, "align", false)?,
+    ))
+}
+
+/// DExperts' α and its expert and anti-expert folders (`None`: the defaults).
+fn dexperts_params(
+    step: &MethodStep,
+) -> Result<(DExpertsParams, Option<PathBuf>, Option<PathBuf>)> {
+    let alpha = step
+        .strength
+        .context("dexperts: a strength (alpha) is required")?;
+    let params = DExpertsParams { alpha };
+    params.validate()?;
+    Ok((
+        params,
+        auto_path(step, "expert", true)?,
+        auto_path(step, "anti_expert", true)?,
+    ))
 }
 
 /// RAD's parameters, its reward-head file and its backbone folder (`None`: the model's own).

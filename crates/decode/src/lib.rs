@@ -1,11 +1,13 @@
 //! Sampling and the decoder loop. Sampling is kept apart from the loop so steering methods can
 //! re-weight the candidate set between truncation and the draw.
 
+pub mod follow;
 pub mod generate;
 pub mod measure;
 pub mod sampler;
 pub mod steer;
 
+pub use follow::{same_token_ids, Follower};
 pub use generate::{
     generate, generate_steered, prefill, FinishReason, Generation, GenerationStats, Prefill,
     Request, Settings,

@@ -207,6 +207,61 @@ pub static BUILTIN_METHODS: &[MethodInfo] = &[
             default: 10.0,
         }),
     },
+    MethodInfo {
+        name: "calibration_fusion",
+        description: "calibration-model output-layer fusion: a compact LM trained on non-toxic text, its final hidden state mapped into the target's (LN(h_cal A)) and mixed in before the head; strength is alpha",
+        params: &[
+            ParamInfo {
+                name: "calibration",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("auto")),
+                range: None,
+                description: "the calibration model folder (detox train calibration); auto: .detox/calibration/<model folder>",
+                choices: None,
+            },
+            ParamInfo {
+                name: "align",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("auto")),
+                range: None,
+                description: "the alignment map (detox train align); auto: <calibration folder>/align-<model folder>.json",
+                choices: None,
+            },
+        ],
+        strength: Some(StrengthInfo {
+            range: Range { min: 0.0, max: 1.0 },
+            default: 0.1,
+        }),
+    },
+    MethodInfo {
+        name: "dexperts",
+        description: "DExperts: logits plus alpha times (expert logits minus anti-expert logits), both experts reading the whole text; strength is alpha",
+        params: &[
+            ParamInfo {
+                name: "expert",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("auto")),
+                range: None,
+                description: "the expert model folder; auto: .detox/calibration/<model folder> (trained on non-toxic text)",
+                choices: None,
+            },
+            ParamInfo {
+                name: "anti_expert",
+                kind: ParamKind::String,
+                default: Some(ParamDefault::Str("auto")),
+                range: None,
+                description: "the anti-expert model folder; auto: .detox/calibration/<model folder>-toxic (detox train calibration --toxic)",
+                choices: None,
+            },
+        ],
+        strength: Some(StrengthInfo {
+            range: Range {
+                min: 0.0,
+                max: 100.0,
+            },
+            default: 2.0,
+        }),
+    },
 ];
 
 /// Scorer names the spec accepts; `hf:DIR[#label]` takes a classifier folder and an optional

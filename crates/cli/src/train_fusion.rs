@@ -1,0 +1,241 @@
+//! `detox train calibration` (the compact calibration LM of calibration-model fusion, or an expert
+//! / anti-expert for DExperts) and `detox train align` (the map from its final hidden state to a
+//! target's).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use fusion::{AlignMap, AlignOn, AlignOptions, CalibrationOptions, TrainingText};
+
+use crate::labelled::SourceArgs;
+use crate::ModelArgs;
+
+/// Where a calibration model built from `base` is written by default, and where
+/// `calibration_fusion` looks for it: `.detox/calibration/<base folder name>` (toxic-trained
+/// anti-experts get a `-toxic` suffix).
+pub fn default_calibration_dir(base: &Path, toxic: bool) -> PathBuf {
+    let name = base
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let suffix = if toxic { "-toxic" } else { "" };
+    paths::state_dir()
+        .join("calibration")
+        .join(format!("{name}{suffix}"))
+}
+
+#[derive(Args, Debug)]
+#[command(mut_arg("model", |a| a.long("base").visible_alias("model").value_name("DIR")))]
+pub struct TrainCalibrationArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Labelled sources whose non-toxic texts (label < 0.5) are trained on; e.g. paradetox
+    /// (its neutral paraphrases) and jigsaw. Each source's held-out part measures perplexity.
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Train on the toxic texts (label >= 0.5) instead: an anti-expert for DExperts.
+    #[arg(long)]
+    pub toxic: bool,
+    /// Blocks of the base kept.
+    #[arg(long, default_value_t = 3)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 1e-4)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// The model folder to write (must not exist). Default: .detox/calibration/<base folder>
+    /// (with -toxic for --toxic), where calibration_fusion looks for it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run_calibration(args: &TrainCalibrationArgs) -> Result<()> {
+    let base = args.model.model_dir();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_calibration_dir(&base, args.toxic));
+    if out.exists() {
+        bail!(
+            "{}: already exists; choose another --out or remove it",
+            out.display()
+        );
+    }
+    let options = CalibrationOptions {
+        layers: args.layers,
+        epochs: args.epochs,
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
+        batch_size: args.batch_size,
+        max_tokens: args.max_tokens,
+        seed: args.sources.seed,
+    };
+    // Before any data is read.
+    options.validate(lm::ArchitectureConfig::from_file(&base.join("config.json"))?.num_layers())?;
+    if let Some(threads) = args.model.threads {
+        anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+        tch::set_num_threads(threads);
+    }
+    let sources = args.sources.load()?;
+    let wanted = |label: f32| (label >= 0.5) == args.toxic;
+    let pick = |items: &[data::LabelledText]| -> Vec<TrainingText> {
+        items
+            .iter()
+            .filter(|t| wanted(t.label))
+            .map(|t| TrainingText {
+                prompt: String::new(),
+                completion: t.text.clone(),
+            })
+            .collect()
+    };
+    let train: Vec<TrainingText> = sources.iter().flat_map(|s| pick(&s.train)).collect();
+    let held_out: Vec<TrainingText> = sources.iter().flat_map(|s| pick(&s.held_out)).collect();
+    let kind = if args.toxic { "toxic" } else { "non-toxic" };
+    if train.is_empty() {
+        bail!(
+            "no {kind} training texts in --data {}",
+            args.sources.data.join(",")
+        );
+    }
+    let mut procedure = args.sources.procedure("detox train calibration");
+    procedure.push_str(&format!(
+        " --layers {} --epochs {} --learning-rate {:e} --batch-size {} --max-tokens {}",
+        args.layers, args.epochs, args.learning_rate, args.batch_size, args.max_tokens
+    ));
+    if let Some(n) = args.sources.per_label {
+        procedure.push_str(&format!(" --per-label {n}"));
+    }
+    if args.toxic {
+        procedure.push_str(" --toxic");
+    }
+    let data = format!(
+        "the {kind} texts of {} ({} train, {} held out; per-label cap {:?}, seed {})",
+        args.sources.data.join(", "),
+        train.len(),
+        held_out.len(),
+        args.sources.per_label,
+        args.sources.seed
+    );
+    eprintln!("training on {data}");
+    let record = fusion::train_calibration(
+        &base,
+        args.model.device,
+        &train,
+        &held_out,
+        &options,
+        procedure,
+        data,
+        &out,
+        |line| eprintln!("{line}"),
+    )?;
+    println!(
+        "held-out perplexity: {} before, {} after ({} texts); {:.0}s",
+        record
+            .held_out_perplexity_before
+            .map_or("n/a".into(), |p| format!("{p:.2}")),
+        record
+            .held_out_perplexity_after
+            .map_or("n/a".into(), |p| format!("{p:.2}")),
+        record.held_out_texts,
+        record.seconds
+    );
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum AlignOnArg {
+    /// Final hidden states of both models on the same texts.
+    Hidden,
+    /// Input embeddings of the tokens both vocabularies share (the paper's recipe).
+    Embeddings,
+}
+
+#[derive(Args, Debug)]
+#[command(mut_arg("model", |a| a.long("target").visible_alias("model").value_name("DIR")))]
+pub struct TrainAlignArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The calibration model folder (default: .detox/calibration/<target folder>).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Texts the pairs (and the target's hidden-state statistics) come from: every text of the
+    /// named sources' training parts, toxic or not.
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    #[arg(long, value_enum, default_value = "hidden")]
+    pub on: AlignOnArg,
+    #[arg(long, default_value_t = 10)]
+    pub negatives: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 50_000)]
+    pub max_pairs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Where to write the map (JSON, tensors beside it). Default:
+    /// <calibration folder>/align-<target folder>.json, where calibration_fusion looks for it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run_align(args: &TrainAlignArgs) -> Result<()> {
+    let options = AlignOptions {
+        on: match args.on {
+            AlignOnArg::Hidden => AlignOn::HiddenStates,
+            AlignOnArg::Embeddings => AlignOn::Embeddings,
+        },
+        negatives: args.negatives,
+        learning_rate: args.learning_rate,
+        batch_size: args.batch_size,
+        epochs: args.epochs,
+        temperature: args.temperature,
+        max_pairs: args.max_pairs,
+        max_tokens: args.max_tokens,
+        seed: args.sources.seed,
+    };
+    options.validate()?;
+    let target = args.model.load()?;
+    let calibration_dir = args
+        .calibration
+        .clone()
+        .unwrap_or_else(|| default_calibration_dir(&target.dir, false));
+    let calibration = lm::LoadedModel::load(&calibration_dir, args.model.device, args.model.dtype)?;
+    let sources = args.sources.load()?;
+    let texts: Vec<&str> = sources
+        .iter()
+        .flat_map(|s| s.train.iter().map(|t| t.text.as_str()))
+        .collect();
+    let mut procedure = args.sources.procedure("detox train align");
+    procedure.push_str(&format!(" --on {:?}", args.on).to_lowercase());
+    let mut map =
+        fusion::train_align(&calibration, &target, &texts, &options, procedure, |line| {
+            eprintln!("{line}")
+        })?;
+    println!(
+        "held-out: InfoNCE loss {:.4}, partner ranked first {:.1} % (chance {:.1} %) over {} pairs",
+        map.record.held_out_loss,
+        100.0 * map.record.held_out_accuracy,
+        100.0 / (options.negatives + 1) as f64,
+        map.record.held_out_pairs
+    );
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| AlignMap::default_path(&calibration_dir, &target.dir));
+    map.save(&out)?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! A second language model that reads along with the decoder loop: fed each row's prompt, then
+//! every drawn token, on its own KV cache. Fusion methods (calibration-model fusion, DExperts)
+//! read their extra hidden states or logits from one, so each sees the whole context at every
+//! step — not just the newest token, as the calibration-fusion release does.
+
+use anyhow::{bail, Result};
+use lm::{CausalLm, KvCache};
+use tch::Tensor;
+
+use crate::generate::prefill;
+
+pub struct Follower {
+    cache: KvCache,
+    /// Final-norm hidden state after each active row's last token, `[rows, hidden]`.
+    hidden: Tensor,
+    /// Tokens run so far (prompts once per distinct prompt, then one per row and step).
+    tokens: usize,
+}
+
+impl Follower {
+    /// Runs each distinct prompt once and gives every row its prompt's cache row.
+    pub fn begin(model: &dyn CausalLm, prompts: &[&[i64]]) -> Result<Self> {
+        if prompts.iter().any(|p| p.is_empty()) {
+            bail!("a prompt with no tokens");
+        }
+        let _no_grad = tch::no_grad_guard();
+        let mut prefilled = prefill(model, prompts);
+        prefilled.cache.select_rows(&prefilled.rows);
+        Ok(Self {
+            hidden: prefilled.hidden.index_select(0, &prefilled.rows),
+            cache: prefilled.cache,
+            tokens: prefilled.tokens,
+        })
+    }
+
+    /// Final-norm hidden state after each active row's text so far, `[rows, hidden]`.
+    pub fn hidden(&self) -> &Tensor {
+        &self.hidden
+    }
+
+    pub fn tokens_run(&self) -> usize {
+        self.tokens
+    }
+
+    /// Appends one drawn token per active row.
+    pub fn advance(&mut self, model: &dyn CausalLm, tokens: &[i64]) -> Result<()> {
+        let rows = self.hidden.size()[0];
+        if tokens.len() as i64 != rows {
+            bail!("{} tokens for {rows} rows", tokens.len());
+        }
+        lm::check_token_ids(tokens, model.info().vocab_size)?;
+        let _no_grad = tch::no_grad_guard();
+        let device = model.info().device;
+        let ids = Tensor::from_slice(tokens).view([rows, 1]).to_device(device);
+        let hidden = model.forward_hidden(&ids, &ids.ones_like(), &mut self.cache);
+        self.hidden = hidden.select(1, -1);
+        self.tokens += tokens.len();
+        Ok(())
+    }
+
+    /// Keeps the rows `keep` (indices into the active rows, ascending).
+    pub fn retain(&mut self, keep: &[usize]) {
+        let index: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
+        let index = Tensor::from_slice(&index).to_device(self.hidden.device());
+        self.cache.select_rows(&index);
+        self.hidden = self.hidden.index_select(0, &index);
+    }
+}
+
+/// Whether two tokenizers give every token the same id: then one model's ids can be fed to the
+/// other as they are. Compared through their vocabularies (string → id) — the same strings with
+/// the same ids — not their file paths.
+pub fn same_token_ids(a: &lm::TextTokenizer, b: &lm::TextTokenizer) -> bool {
+    a.vocab_size() == b.vocab_size() && a.vocabulary() == b.vocabulary()
+}

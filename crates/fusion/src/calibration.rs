@@ -1,0 +1,352 @@
+//! The calibration model: a base LM cut to its embeddings, first L blocks, final norm and head,
+//! then fine-tuned with next-token loss on non-toxic text, so its next-token distribution leans
+//! towards what non-toxic text continues with. Only the blocks and the final norm are trained;
+//! the embeddings and the (tied) head stay the base's, which keeps the model in the base's token
+//! space and its file small to describe. Written as an ordinary Hugging Face folder, with a
+//! `calibration.json` record of how it was made.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use lm::{left_pad, CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TrainableSelection};
+use serde::{Deserialize, Serialize};
+use tch::{COptimizer, Device, Kind, Tensor};
+
+/// One training text: the loss counts only the completion's tokens (the whole text when the
+/// prompt is empty), each predicted from everything before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingText {
+    pub prompt: String,
+    pub completion: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationOptions {
+    /// Blocks of the base kept (the paper's code keeps 3).
+    pub layers: usize,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    /// AdamW weight decay on the blocks' weight matrices (not the norms).
+    pub weight_decay: f64,
+    pub batch_size: usize,
+    /// Texts are cut to this many tokens (prompt and completion together).
+    pub max_tokens: usize,
+    /// Seeds the batch order of each epoch.
+    pub seed: u64,
+}
+
+impl CalibrationOptions {
+    pub fn validate(&self, base_layers: usize) -> Result<()> {
+        if self.layers == 0 || self.layers > base_layers {
+            bail!(
+                "--layers is {} but the base has {base_layers} blocks (expected 1..={base_layers})",
+                self.layers
+            );
+        }
+        if self.epochs == 0 || self.batch_size == 0 || self.max_tokens < 2 {
+            bail!("--epochs and --batch-size must be at least 1 and --max-tokens at least 2");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            bail!(
+                "--learning-rate must be a finite number > 0, got {}",
+                self.learning_rate
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            bail!(
+                "--weight-decay must be a finite number >= 0, got {}",
+                self.weight_decay
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What `calibration.json` in the model folder says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRecord {
+    pub format: String,
+    /// The command that made it.
+    pub procedure: String,
+    /// The base model's folder name and checkpoint fingerprint.
+    pub base: sasa::ModelIdentity,
+    pub options: CalibrationOptions,
+    /// Where the texts came from, in words (sources, label filter, counts).
+    pub data: String,
+    pub train_texts: usize,
+    pub held_out_texts: usize,
+    /// Completion tokens the loss counted per epoch.
+    pub train_tokens: usize,
+    /// Mean next-token loss (nats per completion token) over each epoch, as it trained.
+    pub epoch_losses: Vec<f64>,
+    /// Perplexity on the held-out texts' completions of the cut base before training, and of the
+    /// trained calibration model.
+    pub held_out_perplexity_before: Option<f64>,
+    pub held_out_perplexity_after: Option<f64>,
+    pub device: String,
+    pub seconds: f64,
+}
+
+pub const RECORD_FILE: &str = "calibration.json";
+pub const FORMAT: &str = "detox-calibration/1";
+
+/// A text's token ids and which of them the loss counts.
+struct Encoded {
+    ids: Vec<i64>,
+    counted: Vec<bool>,
+}
+
+fn encode(loaded: &LoadedModel, texts: &[TrainingText], max_tokens: usize) -> Result<Vec<Encoded>> {
+    let mut out = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let prompt = if text.prompt.is_empty() {
+            Vec::new()
+        } else {
+            loaded.tokenizer.encode(&text.prompt)?
+        };
+        let completion = loaded.tokenizer.encode(&text.completion)?;
+        let mut ids = prompt.clone();
+        ids.extend(&completion);
+        ids.truncate(max_tokens);
+        let mut counted: Vec<bool> = (0..ids.len()).map(|t| t >= prompt.len()).collect();
+        // The first token has nothing before it to be predicted from.
+        if let Some(first) = counted.first_mut() {
+            *first = false;
+        }
+        if counted.iter().any(|&c| c) {
+            lm::check_token_ids(&ids, loaded.model.info().vocab_size)
+                .with_context(|| format!("training text {i}"))?;
+            out.push(Encoded { ids, counted });
+        }
+    }
+    if out.is_empty() {
+        bail!("no training text has a completion token to learn from");
+    }
+    Ok(out)
+}
+
+/// Batches of similar length: (ids, real mask, counted mask `[B, T]` float32).
+fn batches(
+    encoded: &[Encoded],
+    batch_size: usize,
+    device: Device,
+) -> Vec<(Tensor, Tensor, Tensor)> {
+    let mut order: Vec<usize> = (0..encoded.len()).collect();
+    order.sort_by_key(|&i| (encoded[i].ids.len(), i));
+    order
+        .chunks(batch_size)
+        .map(|chunk| {
+            let rows: Vec<&[i64]> = chunk.iter().map(|&i| encoded[i].ids.as_slice()).collect();
+            let (ids, mask) = left_pad(&rows, device);
+            let width = ids.size()[1] as usize;
+            let counted: Vec<f32> = chunk
+                .iter()
+                .flat_map(|&i| {
+                    let c = &encoded[i].counted;
+                    std::iter::repeat_n(0.0, width - c.len())
+                        .chain(c.iter().map(|&b| f32::from(u8::from(b))))
+                })
+                .collect();
+            let counted = Tensor::from_slice(&counted)
+                .view([chunk.len() as i64, width as i64])
+                .to_device(device);
+            (ids, mask, counted)
+        })
+        .collect()
+}
+
+/// Summed next-token loss over the counted tokens of one batch, and how many were counted.
+fn batch_loss(
+    model: &dyn CausalLm,
+    ids: &Tensor,
+    mask: &Tensor,
+    counted: &Tensor,
+) -> (Tensor, f64) {
+    let t = ids.size()[1];
+    let hidden = model.forward_hidden(ids, mask, &mut model.new_cache());
+    let logits = model.logits(&hidden.narrow(1, 0, t - 1));
+    let targets = ids.narrow(1, 1, t - 1);
+    let nll = -logits
+        .log_softmax(-1, Kind::Float)
+        .gather(2, &targets.unsqueeze(-1), false)
+        .squeeze_dim(-1);
+    let weights = counted.narrow(1, 1, t - 1);
+    let n = weights.sum(Kind::Float).double_value(&[]);
+    ((nll * weights).sum(Kind::Float), n)
+}
+
+/// Perplexity of `model` on the counted tokens of `encoded`.
+fn perplexity(model: &dyn CausalLm, encoded: &[Encoded], batch_size: usize) -> Option<f64> {
+    if encoded.is_empty() {
+        return None;
+    }
+    let _no_grad = tch::no_grad_guard();
+    let (mut total, mut count) = (0.0, 0.0);
+    for (ids, mask, counted) in batches(encoded, batch_size, model.info().device) {
+        let (loss, n) = batch_loss(model, &ids, &mask, &counted);
+        total += loss.double_value(&[]);
+        count += n;
+    }
+    (count > 0.0).then(|| (total / count).exp())
+}
+
+/// Cuts the base in `base_dir` to `options.layers` blocks, trains it on `train` (measuring
+/// held-out perplexity on `held_out` before and after), and writes the folder `out` with its
+/// record. `out` must not exist; nothing is written unless training finishes.
+#[allow(clippy::too_many_arguments)]
+pub fn train_calibration(
+    base_dir: &Path,
+    device: DeviceChoice,
+    train: &[TrainingText],
+    held_out: &[TrainingText],
+    options: &CalibrationOptions,
+    procedure: String,
+    data: String,
+    out: &Path,
+    mut log: impl FnMut(&str),
+) -> Result<CalibrationRecord> {
+    if out.exists() {
+        bail!(
+            "{}: already exists; choose another folder or remove it",
+            out.display()
+        );
+    }
+    let base_layers =
+        lm::ArchitectureConfig::from_file(&base_dir.join("config.json"))?.num_layers();
+    options.validate(base_layers)?;
+    let started = std::time::Instant::now();
+    // Trained in float32 whatever the device: half-precision AdamW states lose small updates.
+    let loaded =
+        LoadedModel::load_layers(base_dir, device, DtypeChoice::F32, Some(options.layers))?;
+    let model = loaded.model.as_ref();
+    let info = model.info().clone();
+    let base = sasa::ModelIdentity::of_folder(base_dir, &info)?;
+    let train_encoded = encode(&loaded, train, options.max_tokens)?;
+    let held_encoded = if held_out.is_empty() {
+        Vec::new()
+    } else {
+        encode(&loaded, held_out, options.max_tokens)?
+    };
+    let before = perplexity(model, &held_encoded, options.batch_size);
+    log(&format!(
+        "first {} of {base_layers} blocks of {}: held-out perplexity before training {}",
+        options.layers,
+        base_dir.display(),
+        before.map_or("n/a".into(), |p| format!("{p:.2}"))
+    ));
+
+    let selection = TrainableSelection {
+        blocks: 0..options.layers,
+        final_norm: true,
+    };
+    let trained: Vec<Tensor> = model
+        .trainable_tensors(&selection)
+        .into_iter()
+        .map(|(_, t)| t.set_requires_grad(true))
+        .collect();
+    let mut optimizer = COptimizer::adamw(
+        options.learning_rate,
+        0.9,
+        0.999,
+        options.weight_decay,
+        1e-8,
+        false,
+    )?;
+    for t in &trained {
+        optimizer.add_parameters(t, usize::from(t.dim() < 2))?;
+    }
+    optimizer.set_weight_decay_group(1, 0.0)?;
+    let train_batches = batches(&train_encoded, options.batch_size, info.device);
+    let train_tokens: usize = train_encoded
+        .iter()
+        .map(|e| e.counted.iter().filter(|&&c| c).count())
+        .sum();
+    let warmup = (options.epochs * train_batches.len()).div_ceil(10);
+    let mut step = 0usize;
+    let mut run = || -> Result<Vec<f64>> {
+        let mut epoch_losses = Vec::new();
+        for epoch in 0..options.epochs {
+            tch::manual_seed(options.seed as i64 + epoch as i64);
+            let order = Vec::<i64>::try_from(Tensor::randperm(
+                train_batches.len() as i64,
+                (Kind::Int64, Device::Cpu),
+            ))?;
+            let epoch_started = std::time::Instant::now();
+            let (mut total, mut count) = (0.0, 0.0);
+            for (done, &i) in order.iter().enumerate() {
+                let (ids, mask, counted) = &train_batches[i as usize];
+                step += 1;
+                optimizer.set_learning_rate(
+                    options.learning_rate * (step as f64 / warmup as f64).min(1.0),
+                )?;
+                optimizer.zero_grad()?;
+                let (loss, n) = batch_loss(model, ids, mask, counted);
+                if n == 0.0 {
+                    continue;
+                }
+                total += loss.double_value(&[]);
+                count += n;
+                (loss / n).backward();
+                optimizer.step()?;
+                if (done + 1) % 50 == 0 {
+                    log(&format!(
+                        "  epoch {}: {}/{} batches, loss {:.4}",
+                        epoch + 1,
+                        done + 1,
+                        order.len(),
+                        total / count
+                    ));
+                }
+            }
+            let mean = total / count.max(1.0);
+            if !mean.is_finite() {
+                bail!("training diverged in epoch {} (loss {mean})", epoch + 1);
+            }
+            log(&format!(
+                "epoch {}/{}: next-token loss {mean:.4} ({:.0}s)",
+                epoch + 1,
+                options.epochs,
+                epoch_started.elapsed().as_secs_f64()
+            ));
+            epoch_losses.push(mean);
+        }
+        Ok(epoch_losses)
+    };
+    let result = run();
+    for t in &trained {
+        let _ = t.set_requires_grad(false);
+    }
+    let epoch_losses = result?;
+    let after = perplexity(model, &held_encoded, options.batch_size);
+    log(&format!(
+        "held-out perplexity after training {}",
+        after.map_or("n/a".into(), |p| format!("{p:.2}"))
+    ));
+    let record = CalibrationRecord {
+        format: FORMAT.into(),
+        procedure,
+        base,
+        options: options.clone(),
+        data,
+        train_texts: train_encoded.len(),
+        held_out_texts: held_encoded.len(),
+        train_tokens,
+        epoch_losses,
+        held_out_perplexity_before: before,
+        held_out_perplexity_after: after,
+        device: format!("{:?}", info.device).to_lowercase(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    lm::checkpoint::write_folder(
+        base_dir,
+        out,
+        Some(options.layers),
+        model.export_tensors(&selection),
+    )?;
+    let record_path = out.join(RECORD_FILE);
+    std::fs::write(&record_path, serde_json::to_string_pretty(&record)? + "\n")
+        .with_context(|| format!("{}: cannot write", record_path.display()))?;
+    Ok(record)
+}

@@ -1,0 +1,311 @@
+//! Fusion at decoding time: calibration-model fusion and DExperts as [`decode::Steering`]
+//! methods. Both read extra models through [`Follower`]s that see every row's whole text, and
+//! both change the full logits before truncation (as the papers do), adding to them rather than
+//! replacing them so that an earlier method's changes (a word filter's bans) survive.
+//!
+//! Every extra model must give each token the same id as the target (checked in `prepare`): the
+//! follower feeds it the loop's ids as they are. A calibration model built from the target's own
+//! base shares its tokenizer by construction; for a target with another tokenizer both methods
+//! refuse with an error naming the two folders, rather than re-tokenizing each step (mapping a
+//! target position to a calibration position is ambiguous across merges, and the alignment map
+//! would be trained on positions that never line up).
+
+use anyhow::{bail, Context, Result};
+use decode::{Follower, Request, Steering, Step};
+use lm::{CausalLm, LoadedModel, TextTokenizer};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::align::AlignMap;
+
+/// The fused logits: `logits` + head(h̃) − head(h) with h̃ = α·LN(h_cal A) + (1 − α)·h. The
+/// target's head is linear without bias (Llama, GPT-2), so this equals head(h̃) when `logits`
+/// are head(h), as the paper computes it, and keeps whatever an earlier method did to them.
+pub fn fused_logits(
+    target: &dyn CausalLm,
+    target_hidden: &Tensor,
+    calibration_hidden: &Tensor,
+    map: &AlignMap,
+    alpha: f64,
+    logits: &Tensor,
+) -> Tensor {
+    let h = target_hidden.to_kind(Kind::Float);
+    let mapped = map.apply(calibration_hidden);
+    // h̃ − h = α·(LN(h_cal A) − h)
+    let shift = (mapped - &h) * alpha;
+    logits + target.logits(&shift.to_kind(target_hidden.kind()))
+}
+
+/// Checks that `other` gives every token the id the target gives it.
+fn check_shared_ids(
+    what: &str,
+    other: &LoadedModel,
+    target: &TextTokenizer,
+    target_vocab: i64,
+) -> Result<()> {
+    if !decode::same_token_ids(&other.tokenizer, target)
+        || other.model.info().vocab_size != target_vocab
+    {
+        bail!(
+            "{what} {} does not share the target's tokenizer (vocabulary of {} tokens, model \
+             vocabulary {}): fusion feeds it the target's token ids, so it needs the same \
+             tokenizer; build one from the target's own base (`detox train calibration --base`)",
+            other.dir.display(),
+            other.tokenizer.vocab_size(),
+            other.model.info().vocab_size
+        );
+    }
+    Ok(())
+}
+
+fn check_device(what: &str, other: &LoadedModel, target: &dyn CausalLm) -> Result<()> {
+    let (a, b) = (other.model.info().device, target.info().device);
+    if a != b {
+        bail!("the {what} is on {a:?} but the target on {b:?}");
+    }
+    Ok(())
+}
+
+/// Fusion's α: 0 leaves the target alone, 1 replaces its state by the mapped calibration state.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionParams {
+    pub alpha: f64,
+}
+
+impl FusionParams {
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.alpha) {
+            bail!(
+                "calibration_fusion: alpha must be in [0, 1], got {}",
+                self.alpha
+            );
+        }
+        Ok(())
+    }
+}
+
+pub struct CalibrationFusion {
+    calibration: LoadedModel,
+    map: AlignMap,
+    params: FusionParams,
+    follower: Option<Follower>,
+    steps: usize,
+    seconds: f64,
+}
+
+impl CalibrationFusion {
+    /// `target_tokenizer` is the decoding model's, checked against the calibration model's.
+    pub fn new(
+        calibration: LoadedModel,
+        map: AlignMap,
+        target_tokenizer: &TextTokenizer,
+        target_vocab: i64,
+        params: FusionParams,
+    ) -> Result<Self> {
+        params.validate()?;
+        check_shared_ids(
+            "the calibration model",
+            &calibration,
+            target_tokenizer,
+            target_vocab,
+        )?;
+        if map.calibration_width() != calibration.model.info().hidden_size {
+            bail!(
+                "{}: the map takes states of width {} but the calibration model {} has {}",
+                map.source
+                    .as_ref()
+                    .map_or("alignment map".into(), |p| p.display().to_string()),
+                map.calibration_width(),
+                calibration.dir.display(),
+                calibration.model.info().hidden_size
+            );
+        }
+        Ok(Self {
+            calibration,
+            map,
+            params,
+            follower: None,
+            steps: 0,
+            seconds: 0.0,
+        })
+    }
+}
+
+impl Steering for CalibrationFusion {
+    fn name(&self) -> &str {
+        "calibration_fusion"
+    }
+
+    fn prepare(&mut self, model: &dyn CausalLm) -> Result<()> {
+        check_device("calibration model", &self.calibration, model)?;
+        if self.map.target_width() != model.info().hidden_size {
+            bail!(
+                "the alignment map gives states of width {} but the target's are {}",
+                self.map.target_width(),
+                model.info().hidden_size
+            );
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, rows: &[&Request]) -> Result<()> {
+        let started = std::time::Instant::now();
+        let prompts: Vec<&[i64]> = rows.iter().map(|r| r.prompt_ids.as_slice()).collect();
+        self.follower = Some(Follower::begin(self.calibration.model.as_ref(), &prompts)?);
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn adjust_logits(&mut self, step: &Step, logits: &mut Tensor) -> Result<()> {
+        let follower = self.follower.as_ref().context("begin was not called")?;
+        let started = std::time::Instant::now();
+        *logits = fused_logits(
+            step.model,
+            step.hidden,
+            follower.hidden(),
+            &self.map,
+            self.params.alpha,
+            logits,
+        );
+        self.steps += 1;
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
+        let started = std::time::Instant::now();
+        let follower = self.follower.as_mut().context("begin was not called")?;
+        follower.advance(self.calibration.model.as_ref(), tokens)?;
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn retain_rows(&mut self, keep: &[usize]) -> Result<()> {
+        if let Some(follower) = &mut self.follower {
+            follower.retain(keep);
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(String, f64)> {
+        vec![
+            ("fusion_steps".into(), self.steps as f64),
+            ("fusion_seconds".into(), self.seconds),
+        ]
+    }
+}
+
+/// DExperts' α (paper: 2.0): how far the logits move along z_expert − z_anti.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DExpertsParams {
+    pub alpha: f64,
+}
+
+impl DExpertsParams {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+            bail!(
+                "dexperts: alpha must be a finite number >= 0, got {}",
+                self.alpha
+            );
+        }
+        Ok(())
+    }
+}
+
+/// z = z_base + α(z_expert − z_anti), the expert and anti-expert each reading the whole text on
+/// its own cache.
+pub struct DExperts {
+    expert: LoadedModel,
+    anti_expert: LoadedModel,
+    params: DExpertsParams,
+    followers: Option<(Follower, Follower)>,
+    steps: usize,
+    seconds: f64,
+}
+
+impl DExperts {
+    pub fn new(
+        expert: LoadedModel,
+        anti_expert: LoadedModel,
+        target_tokenizer: &TextTokenizer,
+        target_vocab: i64,
+        params: DExpertsParams,
+    ) -> Result<Self> {
+        params.validate()?;
+        check_shared_ids("the expert", &expert, target_tokenizer, target_vocab)?;
+        check_shared_ids(
+            "the anti-expert",
+            &anti_expert,
+            target_tokenizer,
+            target_vocab,
+        )?;
+        Ok(Self {
+            expert,
+            anti_expert,
+            params,
+            followers: None,
+            steps: 0,
+            seconds: 0.0,
+        })
+    }
+}
+
+impl Steering for DExperts {
+    fn name(&self) -> &str {
+        "dexperts"
+    }
+
+    fn prepare(&mut self, model: &dyn CausalLm) -> Result<()> {
+        check_device("expert", &self.expert, model)?;
+        check_device("anti-expert", &self.anti_expert, model)
+    }
+
+    fn begin(&mut self, rows: &[&Request]) -> Result<()> {
+        let started = std::time::Instant::now();
+        let prompts: Vec<&[i64]> = rows.iter().map(|r| r.prompt_ids.as_slice()).collect();
+        self.followers = Some((
+            Follower::begin(self.expert.model.as_ref(), &prompts)?,
+            Follower::begin(self.anti_expert.model.as_ref(), &prompts)?,
+        ));
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn adjust_logits(&mut self, _step: &Step, logits: &mut Tensor) -> Result<()> {
+        let (expert, anti) = self.followers.as_ref().context("begin was not called")?;
+        let started = std::time::Instant::now();
+        let z_expert = self.expert.model.logits(expert.hidden());
+        let z_anti = self.anti_expert.model.logits(anti.hidden());
+        *logits = &*logits + (z_expert - z_anti) * self.params.alpha;
+        self.steps += 1;
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
+        let started = std::time::Instant::now();
+        let (expert, anti) = self.followers.as_mut().context("begin was not called")?;
+        expert.advance(self.expert.model.as_ref(), tokens)?;
+        anti.advance(self.anti_expert.model.as_ref(), tokens)?;
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn retain_rows(&mut self, keep: &[usize]) -> Result<()> {
+        if let Some((expert, anti)) = &mut self.followers {
+            expert.retain(keep);
+            anti.retain(keep);
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Vec<(String, f64)> {
+        vec![
+            ("dexperts_steps".into(), self.steps as f64),
+            ("dexperts_seconds".into(), self.seconds),
+        ]
+    }
+}
