@@ -1,4 +1,5 @@
-//! RAD's cost against plain sampling and SASA: a command that prints a table, not a timed test.
+//! RAD's cost against plain sampling, SASA, and (when their models are trained) calibration
+//! fusion and DExperts: a command that prints a table, not a timed test.
 //!
 //! ```text
 //! cargo bench -p rad --bench cost [-- --threads N --tokens N --top-k K --beta B --reps N
@@ -34,6 +35,7 @@ use decode::measure::{
     resident_mib,
 };
 use decode::{generate_steered, GenerationStats, Request, SamplingParams, Settings, Steering};
+use fusion::{AlignMap, CalibrationFusion, DExperts, DExpertsParams, FusionParams};
 use lm::{DeviceChoice, DtypeChoice, LoadedModel};
 use rad::{Rad, RadParams, RadStats, RewardHead, RewardModel};
 use sasa::{MarginTransform, Sasa, SasaParams, SasaStats, Subspace};
@@ -96,6 +98,8 @@ enum Counters {
     Plain,
     Sasa(SasaStats),
     Rad(RadStats),
+    /// A fusion method's seconds in its own work (followers and mixing).
+    Fusion(f64),
 }
 
 struct Measured {
@@ -110,6 +114,8 @@ enum Method<'a> {
     Plain,
     Sasa(&'a mut Sasa),
     Rad(&'a mut Rad),
+    /// Calibration fusion or DExperts: counters `<name>_seconds`.
+    Fusion(&'a mut (dyn Steering + 'a)),
 }
 
 fn run_once(
@@ -143,6 +149,21 @@ fn run_once(
                 generate_steered(model, eos, requests, settings, &mut steering, |_| Ok(()))?;
             drop(steering);
             (stats, Counters::Rad(rad.take_stats()))
+        }
+        Method::Fusion(method) => {
+            let seconds = |m: &dyn Steering| {
+                m.counters()
+                    .iter()
+                    .filter(|(name, _)| name.ends_with("_seconds"))
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+            };
+            let before = seconds(&*method);
+            let mut steering: Vec<Box<dyn Steering + '_>> = vec![Box::new(&mut *method)];
+            let stats =
+                generate_steered(model, eos, requests, settings, &mut steering, |_| Ok(()))?;
+            drop(steering);
+            (stats, Counters::Fusion(seconds(&*method) - before))
         }
     };
     let cpu = cpu_seconds().unwrap_or(0.0) - cpu_before;
@@ -213,6 +234,59 @@ fn main() -> Result<()> {
             max_candidates: Some(options.top_k),
         },
     )?;
+    // Calibration fusion (α 0.3) and DExperts (α 2) when their models were trained (see
+    // experiments/word-filter-sasa-fusion.yaml); rows are skipped, and say so, otherwise.
+    let calibration_dir = paths::state_dir().join("calibration").join(
+        dir.file_name()
+            .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned()),
+    );
+    let anti_dir = calibration_dir.with_file_name(format!(
+        "{}-toxic",
+        calibration_dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    ));
+    let align_path = AlignMap::default_path(&calibration_dir, &dir);
+    let beside = |d: &std::path::Path| {
+        LoadedModel::load(d, options.device, DtypeChoice::of_kind(info.kind)?)
+    };
+    let mut fusion_methods: Vec<(&str, Box<dyn Steering>)> = Vec::new();
+    if calibration_dir.is_dir() && align_path.is_file() {
+        fusion_methods.push((
+            "fusion α 0.3",
+            Box::new(CalibrationFusion::new(
+                beside(&calibration_dir)?,
+                AlignMap::load(&align_path, &calibration_dir, &dir)?,
+                &loaded.tokenizer,
+                info.vocab_size,
+                FusionParams { alpha: 0.3 },
+            )?),
+        ));
+    } else {
+        println!(
+            "(no calibration fusion rows: {} or {} is missing)",
+            calibration_dir.display(),
+            align_path.display()
+        );
+    }
+    if calibration_dir.is_dir() && anti_dir.is_dir() {
+        fusion_methods.push((
+            "DExperts α 2",
+            Box::new(DExperts::new(
+                beside(&calibration_dir)?,
+                beside(&anti_dir)?,
+                &loaded.tokenizer,
+                info.vocab_size,
+                DExpertsParams { alpha: 2.0 },
+            )?),
+        ));
+    } else {
+        println!(
+            "(no DExperts rows: {} or {} is missing)",
+            calibration_dir.display(),
+            anti_dir.display()
+        );
+    }
     let prompts = bench_prompts()?;
     let encoded: Vec<Vec<i64>> = prompts
         .iter()
@@ -272,6 +346,9 @@ fn main() -> Result<()> {
         run_once(&loaded, &warm, &short, Method::Plain)?;
         run_once(&loaded, &warm, &short, Method::Sasa(&mut sasa))?;
         run_once(&loaded, &warm, &short, Method::Rad(&mut rad))?;
+        for (_, method) in &mut fusion_methods {
+            run_once(&loaded, &warm, &short, Method::Fusion(method.as_mut()))?;
+        }
     }
 
     let batches: [(usize, Vec<Request>); 2] = [
@@ -286,8 +363,12 @@ fn main() -> Result<()> {
         (25, Request::samples("p0", &encoded[0], 25)),
     ];
     let load_before = load_average();
-    let names = ["plain", "SASA", "RAD", "RAD"];
-    let top_ps = [Some(0.9), Some(0.9), Some(0.9), None];
+    let mut names = vec!["plain", "SASA", "RAD", "RAD"];
+    let mut top_ps = vec![Some(0.9), Some(0.9), Some(0.9), None];
+    for (name, _) in &fusion_methods {
+        names.push(name);
+        top_ps.push(Some(0.9));
+    }
     let mut lines = Vec::new();
     for (batch, requests) in batches.iter().filter(|(b, _)| options.batches.contains(b)) {
         let mut runs: Vec<Vec<Measured>> = (0..names.len()).map(|_| Vec::new()).collect();
@@ -297,7 +378,8 @@ fn main() -> Result<()> {
                 let method = match i {
                     0 => Method::Plain,
                     1 => Method::Sasa(&mut sasa),
-                    _ => Method::Rad(&mut rad),
+                    2 | 3 => Method::Rad(&mut rad),
+                    _ => Method::Fusion(fusion_methods[i - 4].1.as_mut()),
                 };
                 runs[i].push(run_once(&loaded, requests, &settings, method)?);
             }
@@ -305,7 +387,7 @@ fn main() -> Result<()> {
         let runs: Vec<Measured> = runs.into_iter().map(median_run).collect();
         let plain_ms = runs[0].stats.decode_seconds * 1e3 / runs[0].stats.new_tokens as f64;
         let plain_cpu = runs[0].cpu / runs[0].stats.new_tokens as f64;
-        for ((run, name), top_p) in runs.iter().zip(names).zip(top_ps) {
+        for ((run, name), top_p) in runs.iter().zip(&names).zip(&top_ps) {
             let decode = run.stats.decode_seconds;
             let ms = decode * 1e3 / run.stats.new_tokens as f64;
             let cpu_ratio = run.cpu / run.stats.new_tokens as f64 / plain_cpu;
@@ -327,6 +409,11 @@ fn main() -> Result<()> {
                             .map_or("–".into(), |m| format!("margin {m:+.3}")),
                     )
                 }
+                Counters::Fusion(seconds) => (
+                    "–".into(),
+                    format!("{} % in the method's followers and mixing", share(*seconds)),
+                    "–".into(),
+                ),
                 Counters::Rad(s) => {
                     // The reward prefill runs inside the loop's decode time (in `begin`).
                     let rest = decode
