@@ -258,8 +258,16 @@ where
         area.draw(&Text::new("no cell with both values", (20, 40), font(16.0)))?;
         return Ok(());
     }
-    let (x_lo, x_hi) = padded(x_lo, x_hi, 0.08);
-    let x_lo = x_lo.max(0.0);
+    // A method that wrecks fluency (perplexity in the thousands) would squash every other point
+    // against the left edge: past a 20-fold spread the axis is logarithmic.
+    let log_x = x_lo > 0.0 && x_hi / x_lo >= 20.0;
+    let to_x = |x: f64| if log_x { x.log10() } else { x };
+    let (x_lo, x_hi) = if log_x {
+        padded(x_lo.log10(), x_hi.log10(), 0.04)
+    } else {
+        let (lo, hi) = padded(x_lo, x_hi, 0.08);
+        (lo.max(0.0), hi)
+    };
     // Toxicity lives in [0, 1]: start at 0 so heights compare, leave room above for labels.
     let y_top = (y_hi * 1.15).clamp(0.05, 1.05);
 
@@ -269,9 +277,14 @@ where
         .x_label_area_size(58)
         .y_label_area_size(76)
         .build_cartesian_2d(x_lo..x_hi, 0.0..y_top)?;
+    let x_desc = if log_x {
+        "Conditional perplexity under the judge LM, log scale (lower is more fluent)"
+    } else {
+        "Conditional perplexity under the judge LM (lower is more fluent)"
+    };
     chart
         .configure_mesh()
-        .x_desc("Conditional perplexity under the judge LM (lower is more fluent)")
+        .x_desc(x_desc)
         .y_desc(metric.axis())
         .label_style(font(15.0))
         .axis_desc_style(font(16.0))
@@ -279,8 +292,27 @@ where
         .light_line_style(RGBColor(0xF2, 0xF2, 0xF2))
         .bold_line_style(RGBColor(0xDD, 0xDD, 0xDD))
         .y_label_formatter(&|v| format!("{v:.2}"))
-        .x_label_formatter(&|v| format_axis(*v))
+        .x_label_formatter(&|v| format_axis(if log_x { 10f64.powf(*v) } else { *v }))
         .draw()?;
+    // Every x below is in axis units.
+    let series: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            points: s
+                .points
+                .iter()
+                .map(|p| Point {
+                    x: to_x(p.x),
+                    x_ci: p
+                        .x_ci
+                        .map(|(lo, hi)| (to_x(lo.max(f64::MIN_POSITIVE)), to_x(hi))),
+                    ..p.clone()
+                })
+                .collect(),
+            ..s.clone()
+        })
+        .collect();
+    let series = series.as_slice();
 
     // Whiskers first, lines over them, markers on top.
     for s in series {
