@@ -243,33 +243,26 @@ impl AlignMap {
     }
 }
 
-/// Final hidden states of both models at every real position of `texts` (tokenized once, by the
-/// calibration model's tokenizer; the caller has checked the two share token ids), float32 on
-/// the CPU: (calibration `[n, dc]`, target `[n, dt]`).
-fn paired_hidden_states(
-    calibration: &dyn CausalLm,
-    target: &dyn CausalLm,
-    encoded: &[Vec<i64>],
-) -> (Tensor, Tensor) {
+/// `model`'s final hidden states at every real position of the token rows `encoded`, in order,
+/// float32 on the CPU `[positions, width]`.
+fn states_at_real_positions(model: &dyn CausalLm, encoded: &[Vec<i64>]) -> Tensor {
     let _no_grad = tch::no_grad_guard();
-    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    let mut states = Vec::new();
     for chunk in encoded.chunks(16) {
         let rows: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
-        let run = |model: &dyn CausalLm| {
-            let (ids, mask) = left_pad(&rows, model.info().device);
-            let hidden = model.forward_hidden(&ids, &mask, &mut model.new_cache());
-            let real = mask.to_device(Device::Cpu).to_kind(Kind::Bool).view([-1]);
-            let width = hidden.size()[2];
+        let (ids, mask) = left_pad(&rows, model.info().device);
+        let hidden = model.forward_hidden(&ids, &mask, &mut model.new_cache());
+        let real = mask.to_device(Device::Cpu).to_kind(Kind::Bool).view([-1]);
+        let width = hidden.size()[2];
+        states.push(
             hidden
                 .to_device(Device::Cpu)
                 .to_kind(Kind::Float)
                 .view([-1, width])
-                .index(&[Some(real)])
-        };
-        xs.push(run(calibration));
-        ys.push(run(target));
+                .index(&[Some(real)]),
+        );
     }
-    (Tensor::cat(&xs, 0), Tensor::cat(&ys, 0))
+    Tensor::cat(&states, 0)
 }
 
 /// Input embeddings of the tokens whose strings both vocabularies hold.
@@ -367,33 +360,15 @@ pub fn train_align(
         .filter(|r: &Result<Vec<i64>>| r.as_ref().map_or(true, |ids| !ids.is_empty()))
         .collect::<Result<_>>()?;
     let started = std::time::Instant::now();
-    let (x, y, target_states) = match options.on {
-        AlignOn::HiddenStates => {
-            let (x, y) =
-                paired_hidden_states(calibration.model.as_ref(), target.model.as_ref(), &encoded);
-            let states = y.shallow_clone();
-            (x, y, states)
-        }
-        AlignOn::Embeddings => {
-            let (x, y) = shared_token_embeddings(calibration, target);
-            let _no_grad = tch::no_grad_guard();
-            let mut states = Vec::new();
-            for chunk in encoded.chunks(16) {
-                let rows: Vec<&[i64]> = chunk.iter().map(Vec::as_slice).collect();
-                let model = target.model.as_ref();
-                let (ids, mask) = left_pad(&rows, model.info().device);
-                let hidden = model.forward_hidden(&ids, &mask, &mut model.new_cache());
-                let real = mask.to_device(Device::Cpu).to_kind(Kind::Bool).view([-1]);
-                states.push(
-                    hidden
-                        .to_device(Device::Cpu)
-                        .to_kind(Kind::Float)
-                        .view([-1, hidden.size()[2]])
-                        .index(&[Some(real)]),
-                );
-            }
-            (x, y, Tensor::cat(&states, 0))
-        }
+    // Both models read the same ids (checked above for hidden states), so their states line up
+    // position by position.
+    let target_states = states_at_real_positions(target.model.as_ref(), &encoded);
+    let (x, y) = match options.on {
+        AlignOn::HiddenStates => (
+            states_at_real_positions(calibration.model.as_ref(), &encoded),
+            target_states.shallow_clone(),
+        ),
+        AlignOn::Embeddings => shared_token_embeddings(calibration, target),
     };
     let gain = target_states.std_dim(0, true, false);
     let offset = target_states.mean_dim(0, false, Kind::Float);

@@ -8,9 +8,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use lm::train::{epoch_order, AdamW};
 use lm::{left_pad, CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TrainableSelection};
 use serde::{Deserialize, Serialize};
-use tch::{COptimizer, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// One training text: the loss counts only the completion's tokens (the whole text when the
 /// prompt is empty), each predicted from everything before it.
@@ -241,84 +242,59 @@ pub fn train_calibration(
         blocks: 0..options.layers,
         final_norm: true,
     };
-    let trained: Vec<Tensor> = model
-        .trainable_tensors(&selection)
-        .into_iter()
-        .map(|(_, t)| t.set_requires_grad(true))
-        .collect();
-    let mut optimizer = COptimizer::adamw(
-        options.learning_rate,
-        0.9,
-        0.999,
-        options.weight_decay,
-        1e-8,
-        false,
-    )?;
-    for t in &trained {
-        optimizer.add_parameters(t, usize::from(t.dim() < 2))?;
-    }
-    optimizer.set_weight_decay_group(1, 0.0)?;
     let train_batches = batches(&train_encoded, options.batch_size, info.device);
     let train_tokens: usize = train_encoded
         .iter()
         .map(|e| e.counted.iter().filter(|&&c| c).count())
         .sum();
-    let warmup = (options.epochs * train_batches.len()).div_ceil(10);
-    let mut step = 0usize;
-    let mut run = || -> Result<Vec<f64>> {
-        let mut epoch_losses = Vec::new();
-        for epoch in 0..options.epochs {
-            tch::manual_seed(options.seed as i64 + epoch as i64);
-            let order = Vec::<i64>::try_from(Tensor::randperm(
-                train_batches.len() as i64,
-                (Kind::Int64, Device::Cpu),
-            ))?;
-            let epoch_started = std::time::Instant::now();
-            let (mut total, mut count) = (0.0, 0.0);
-            for (done, &i) in order.iter().enumerate() {
-                let (ids, mask, counted) = &train_batches[i as usize];
-                step += 1;
-                optimizer.set_learning_rate(
-                    options.learning_rate * (step as f64 / warmup as f64).min(1.0),
-                )?;
-                optimizer.zero_grad()?;
-                let (loss, n) = batch_loss(model, ids, mask, counted);
-                if n == 0.0 {
-                    continue;
-                }
-                total += loss.double_value(&[]);
-                count += n;
-                (loss / n).backward();
-                optimizer.step()?;
-                if (done + 1) % 50 == 0 {
-                    log(&format!(
-                        "  epoch {}: {}/{} batches, loss {:.4}",
-                        epoch + 1,
-                        done + 1,
-                        order.len(),
-                        total / count
-                    ));
-                }
+    // Dropped once training ends, whatever happens: the model is frozen again.
+    let mut optimizer = AdamW::new(
+        model
+            .trainable_tensors(&selection)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect(),
+        options.learning_rate,
+        options.weight_decay,
+        options.epochs * train_batches.len(),
+    )?;
+    let mut epoch_losses = Vec::new();
+    for epoch in 0..options.epochs {
+        let order = epoch_order(train_batches.len(), options.seed, epoch)?;
+        let epoch_started = std::time::Instant::now();
+        let (mut total, mut count) = (0.0, 0.0);
+        for (done, &i) in order.iter().enumerate() {
+            let (ids, mask, counted) = &train_batches[i];
+            let (loss, n) = batch_loss(model, ids, mask, counted);
+            if n == 0.0 {
+                continue;
             }
-            let mean = total / count.max(1.0);
-            if !mean.is_finite() {
-                bail!("training diverged in epoch {} (loss {mean})", epoch + 1);
+            total += loss.double_value(&[]);
+            count += n;
+            optimizer.minimize(&(loss / n))?;
+            if (done + 1) % 50 == 0 {
+                log(&format!(
+                    "  epoch {}: {}/{} batches, loss {:.4}",
+                    epoch + 1,
+                    done + 1,
+                    order.len(),
+                    total / count
+                ));
             }
-            log(&format!(
-                "epoch {}/{}: next-token loss {mean:.4} ({:.0}s)",
-                epoch + 1,
-                options.epochs,
-                epoch_started.elapsed().as_secs_f64()
-            ));
-            epoch_losses.push(mean);
         }
-        Ok(epoch_losses)
-    };
-    let result = run();
-    for t in &trained {
-        let _ = t.set_requires_grad(false);
+        let mean = total / count.max(1.0);
+        if !mean.is_finite() {
+            bail!("training diverged in epoch {} (loss {mean})", epoch + 1);
+        }
+        log(&format!(
+            "epoch {}/{}: next-token loss {mean:.4} ({:.0}s)",
+            epoch + 1,
+            options.epochs,
+            epoch_started.elapsed().as_secs_f64()
+        ));
+        epoch_losses.push(mean);
     }
-    let epoch_losses = result?;
+    drop(optimizer);
     let after = perplexity(model, &held_encoded, options.batch_size);
     log(&format!(
         "held-out perplexity after training {}",

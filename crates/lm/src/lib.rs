@@ -14,6 +14,7 @@ pub mod likelihood;
 pub mod llama;
 pub mod nn;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

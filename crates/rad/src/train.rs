@@ -4,14 +4,14 @@
 //! The head starts from the closed-form fit on the frozen backbone, so training begins at the
 //! best a frozen backbone can do. The blocks below the trained ones are frozen, so their output
 //! (the residual stream) is computed once per text and kept in memory; every step then runs only
-//! the trained blocks forward and backward. Optimiser: PyTorch's AdamW, with weight decay on the
-//! blocks' matrices only (not on the norms, the head or its bias), and a linear warm-up of the rate
-//! over the first tenth of the steps.
+//! the trained blocks forward and backward. Optimiser: [`lm::train::AdamW`] (PyTorch's AdamW,
+//! weight decay on the blocks' matrices only, linear warm-up over the first tenth of the steps).
 
 use anyhow::{bail, Result};
+use lm::train::{epoch_order, AdamW};
 use lm::{left_pad, CausalLm, TextTokenizer, TrainableSelection};
 use serde::{Deserialize, Serialize};
-use tch::{COptimizer, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::fit::{encode_texts, prefix_weights, FeatureOptions};
 
@@ -130,82 +130,52 @@ pub fn train_top_blocks(
     ));
 
     let selection = TrainableSelection::top(options.blocks, info.num_layers);
-    let trained: Vec<(String, Tensor)> = model
+    let w = Tensor::from_slice(&head.0.iter().map(|&v| v as f32).collect::<Vec<_>>())
+        .to_device(info.device);
+    let b = Tensor::from_slice(&[head.1 as f32]).to_device(info.device);
+    let mut tensors: Vec<Tensor> = model
         .trainable_tensors(&selection)
         .into_iter()
-        .map(|(name, t)| (name, t.set_requires_grad(true)))
+        .map(|(_, t)| t)
         .collect();
-    let w = Tensor::from_slice(&head.0.iter().map(|&v| v as f32).collect::<Vec<_>>())
-        .to_device(info.device)
-        .set_requires_grad(true);
-    let b = Tensor::from_slice(&[head.1 as f32])
-        .to_device(info.device)
-        .set_requires_grad(true);
-    // Group 0: weight matrices (decayed); group 1: norms, head and bias (not decayed).
-    let mut optimizer = COptimizer::adamw(
+    tensors.extend([w.shallow_clone(), b.shallow_clone()]);
+    // Dropped at the end of this function, whatever happens: the model is frozen again.
+    let mut optimizer = AdamW::new(
+        tensors,
         options.learning_rate,
-        0.9,
-        0.999,
         options.weight_decay,
-        1e-8,
-        false,
+        options.epochs * batches.len(),
     )?;
-    for (_, t) in &trained {
-        optimizer.add_parameters(t, usize::from(t.dim() < 2))?;
-    }
-    optimizer.add_parameters(&w, 1)?;
-    optimizer.add_parameters(&b, 1)?;
-    optimizer.set_weight_decay_group(1, 0.0)?;
-
-    // Linear warm-up over the first tenth of the steps: the head starts at the frozen optimum,
-    // and AdamW's first steps move every weight by about the full rate whatever its gradient.
-    let warmup = (options.epochs * batches.len()).div_ceil(10);
-    let mut step = 0usize;
-    let mut run = || -> Result<Vec<f64>> {
-        let mut epoch_losses = Vec::with_capacity(options.epochs);
-        for epoch in 0..options.epochs {
-            tch::manual_seed(options.seed as i64 + epoch as i64);
-            let shuffled = Vec::<i64>::try_from(Tensor::randperm(
-                batches.len() as i64,
-                (Kind::Int64, Device::Cpu),
-            ))?;
-            let started = std::time::Instant::now();
-            let mut total = 0.0;
-            for &i in &shuffled {
-                let batch = &batches[i as usize];
-                step += 1;
-                let warm = (step as f64 / warmup as f64).min(1.0);
-                optimizer.set_learning_rate(options.learning_rate * warm)?;
-                optimizer.zero_grad()?;
-                let hidden = model.hidden_from(&batch.residual, &batch.mask, first);
-                let rewards = hidden.to_kind(Kind::Float).matmul(&w) + &b;
-                let per_text = ((rewards - &batch.targets).square() * &batch.weights)
-                    .sum_dim_intlist(1, false, Kind::Float);
-                let loss = per_text.sum(Kind::Float);
-                total += loss.double_value(&[]);
-                (loss / per_text.size()[0] as f64).backward();
-                optimizer.step()?;
-            }
-            let mean = total / texts.len() as f64;
-            if !mean.is_finite() {
-                bail!("training diverged in epoch {} (loss {mean})", epoch + 1);
-            }
-            log(&format!(
-                "epoch {}/{}: training prefix loss {mean:.4} ({:.0}s)",
-                epoch + 1,
-                options.epochs,
-                started.elapsed().as_secs_f64()
-            ));
-            epoch_losses.push(mean);
+    let mut epoch_losses = Vec::with_capacity(options.epochs);
+    for epoch in 0..options.epochs {
+        let started = std::time::Instant::now();
+        let mut total = 0.0;
+        for i in epoch_order(batches.len(), options.seed, epoch)? {
+            let batch = &batches[i];
+            let hidden = model.hidden_from(&batch.residual, &batch.mask, first);
+            let rewards = hidden.to_kind(Kind::Float).matmul(&w) + &b;
+            let per_text = ((rewards - &batch.targets).square() * &batch.weights).sum_dim_intlist(
+                1,
+                false,
+                Kind::Float,
+            );
+            let loss = per_text.sum(Kind::Float);
+            total += loss.double_value(&[]);
+            optimizer.minimize(&(loss / per_text.size()[0] as f64))?;
         }
-        Ok(epoch_losses)
-    };
-    let result = run();
-    // Back to a frozen model whatever happened: decoding must not build autograd graphs.
-    for (_, t) in &trained {
-        let _ = t.set_requires_grad(false);
+        let mean = total / texts.len() as f64;
+        if !mean.is_finite() {
+            bail!("training diverged in epoch {} (loss {mean})", epoch + 1);
+        }
+        log(&format!(
+            "epoch {}/{}: training prefix loss {mean:.4} ({:.0}s)",
+            epoch + 1,
+            options.epochs,
+            started.elapsed().as_secs_f64()
+        ));
+        epoch_losses.push(mean);
     }
-    let epoch_losses = result?;
+    drop(optimizer);
     let w = Vec::<f32>::try_from(w.detach().to_device(Device::Cpu))?;
     let b = b.detach().double_value(&[0]);
     Ok(TrainedHead {
