@@ -124,20 +124,24 @@ pub struct AlignMap {
 
 impl AlignMap {
     /// LN(h_cal A) `[..., target width]` float32 for calibration states `[..., calibration
-    /// width]`, on their device.
+    /// width]` on the map's device ([`AlignMap::move_to`]).
     pub fn apply(&self, calibration_hidden: &Tensor) -> Tensor {
-        let device = calibration_hidden.device();
-        let mapped = calibration_hidden
-            .to_kind(Kind::Float)
-            .matmul(&self.a.to_device(device));
+        let mapped = calibration_hidden.to_kind(Kind::Float).matmul(&self.a);
         let width = mapped.size()[mapped.dim() - 1];
         mapped.layer_norm(
             [width],
-            Some(&self.gain.to_device(device)),
-            Some(&self.offset.to_device(device)),
+            Some(&self.gain),
+            Some(&self.offset),
             NORM_EPS,
             false,
         )
+    }
+
+    /// Moves the map's tensors to `device` once, so applying it each step copies nothing.
+    pub fn move_to(&mut self, device: Device) {
+        for t in [&mut self.a, &mut self.gain, &mut self.offset] {
+            *t = t.to_device(device);
+        }
     }
 
     pub fn calibration_width(&self) -> i64 {

@@ -139,6 +139,7 @@ impl Steering for CalibrationFusion {
 
     fn prepare(&mut self, model: &dyn CausalLm) -> Result<()> {
         check_device("calibration model", &self.calibration, model)?;
+        self.map.move_to(model.info().device);
         if self.map.target_width() != model.info().hidden_size {
             bail!(
                 "the alignment map gives states of width {} but the target's are {}",
