@@ -13,8 +13,6 @@ pub struct Follower {
     cache: KvCache,
     /// Final-norm hidden state after each active row's last token, `[rows, hidden]`.
     hidden: Tensor,
-    /// Tokens run so far (prompts once per distinct prompt, then one per row and step).
-    tokens: usize,
 }
 
 impl Follower {
@@ -29,17 +27,12 @@ impl Follower {
         Ok(Self {
             hidden: prefilled.hidden.index_select(0, &prefilled.rows),
             cache: prefilled.cache,
-            tokens: prefilled.tokens,
         })
     }
 
     /// Final-norm hidden state after each active row's text so far, `[rows, hidden]`.
     pub fn hidden(&self) -> &Tensor {
         &self.hidden
-    }
-
-    pub fn tokens_run(&self) -> usize {
-        self.tokens
     }
 
     /// Appends one drawn token per active row.
@@ -54,7 +47,6 @@ impl Follower {
         let ids = Tensor::from_slice(tokens).view([rows, 1]).to_device(device);
         let hidden = model.forward_hidden(&ids, &ids.ones_like(), &mut self.cache);
         self.hidden = hidden.select(1, -1);
-        self.tokens += tokens.len();
         Ok(())
     }
 
@@ -65,11 +57,4 @@ impl Follower {
         self.cache.select_rows(&index);
         self.hidden = self.hidden.index_select(0, &index);
     }
-}
-
-/// Whether two tokenizers give every token the same id: then one model's ids can be fed to the
-/// other as they are. Compared through their vocabularies (string → id) — the same strings with
-/// the same ids — not their file paths.
-pub fn same_token_ids(a: &lm::TextTokenizer, b: &lm::TextTokenizer) -> bool {
-    a.vocab_size() == b.vocab_size() && a.vocabulary() == b.vocabulary()
 }

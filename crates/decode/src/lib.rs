@@ -7,7 +7,7 @@ pub mod measure;
 pub mod sampler;
 pub mod steer;
 
-pub use follow::{same_token_ids, Follower};
+pub use follow::Follower;
 pub use generate::{
     generate, generate_steered, prefill, FinishReason, Generation, GenerationStats, Prefill,
     Request, Settings,

@@ -345,7 +345,7 @@ pub fn train_align(
     if texts.is_empty() {
         bail!("no texts to align on");
     }
-    let shared_ids = decode::same_token_ids(&calibration.tokenizer, &target.tokenizer);
+    let shared_ids = calibration.tokenizer.same_ids_as(&target.tokenizer);
     if options.on == AlignOn::HiddenStates && !shared_ids {
         bail!(
             "aligning on hidden states feeds both models the same token ids, but {} and {} have \

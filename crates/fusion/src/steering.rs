@@ -43,9 +43,7 @@ fn check_shared_ids(
     target: &TextTokenizer,
     target_vocab: i64,
 ) -> Result<()> {
-    if !decode::same_token_ids(&other.tokenizer, target)
-        || other.model.info().vocab_size != target_vocab
-    {
+    if !other.tokenizer.same_ids_as(target) || other.model.info().vocab_size != target_vocab {
         bail!(
             "{what} {} does not share the target's tokenizer (vocabulary of {} tokens, model \
              vocabulary {}): fusion feeds it the target's token ids, so it needs the same \

@@ -77,6 +77,12 @@ impl TextTokenizer {
         self.inner.get_vocab(true)
     }
 
+    /// Whether `other` gives every token the same id: then one model's ids can be fed to the
+    /// other as they are. Compared through the vocabularies (string → id), not file paths.
+    pub fn same_ids_as(&self, other: &TextTokenizer) -> bool {
+        self.vocab_size() == other.vocab_size() && self.vocabulary() == other.vocabulary()
+    }
+
     pub fn token_to_id(&self, token: &str) -> Option<i64> {
         self.inner.token_to_id(token).map(i64::from)
     }
