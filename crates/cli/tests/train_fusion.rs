@@ -1,17 +1,11 @@
 //! `detox train calibration` and `detox train align` end to end on the tiny Llama fixture and a
 //! little real labelled data, then calibration fusion and DExperts decoding from one spec.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-fn detox(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detox"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("runs detox")
-}
+mod common;
+use common::{detox, read_cells, scratch};
 
 fn succeeded(output: &Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -24,10 +18,7 @@ fn calibration_models_and_map_train_and_decode_from_a_spec() {
     let model = paths::require(&paths::fixture_dir("tiny-llama"), "tiny-llama")
         .unwrap_or_else(|e| panic!("{e}"));
     let model = model.to_str().unwrap();
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("detox-train-fusion-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch("train-fusion", "all");
     let (expert, anti) = (dir.join("expert"), dir.join("anti"));
     let calibration = |out: &Path, toxic: bool| {
         let mut args = vec![
@@ -125,33 +116,14 @@ fn calibration_models_and_map_train_and_decode_from_a_spec() {
     assert!(log.contains("| calibration_fusion"), "{log}");
     assert!(log.contains("| dexperts"), "{log}");
     let mut by_method = std::collections::BTreeMap::new();
-    for cell in std::fs::read_dir(dir.join("out")).unwrap() {
-        let cell = cell.unwrap().path();
-        let Ok(text) = std::fs::read_to_string(cell.join("cell.json")) else {
-            continue;
-        };
-        let cell_json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let name = cell_json["method"]["name"].as_str().unwrap().to_string();
-        let mut lines: Vec<String> = std::fs::read_to_string(cell.join("generations.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let g: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!("{}/{}: {}", g["prompt_id"], g["sample_index"], g["text"])
-            })
-            .collect();
-        assert_eq!(lines.len(), 12, "{name}");
-        lines.sort();
-        let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(cell.join("record.json")).unwrap())
-                .unwrap();
-        let counters = &record["stages"]["generate"]["counters"];
-        match name.as_str() {
-            "calibration_fusion" => assert!(counters["fusion_steps"].as_f64().unwrap() > 0.0),
-            "dexperts" => assert!(counters["dexperts_steps"].as_f64().unwrap() > 0.0),
+    for cell in read_cells(&dir.join("out")) {
+        assert_eq!(cell.lines.len(), 12, "{}", cell.method);
+        match cell.method.as_str() {
+            "calibration_fusion" => assert!(cell.counters["fusion_steps"].as_f64().unwrap() > 0.0),
+            "dexperts" => assert!(cell.counters["dexperts_steps"].as_f64().unwrap() > 0.0),
             _ => {}
         }
-        by_method.insert(name, lines);
+        by_method.insert(cell.method, cell.lines);
     }
     assert_eq!(by_method.len(), 3, "{:?}", by_method.keys());
     assert_ne!(by_method["none"], by_method["calibration_fusion"]);

@@ -2,23 +2,13 @@
 //! it prints held-out MSE and ROC-AUC, writes a head that loads for that backbone, reuses its
 //! feature cache; and the head decodes from a spec, stacked after the word filter.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn detox(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detox"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("runs detox")
-}
+mod common;
+use common::{detox, read_cells};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("detox-train-rad-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> std::path::PathBuf {
+    common::scratch("train-rad", name)
 }
 
 #[test]
@@ -106,28 +96,11 @@ fn train_rad_reward_writes_a_head_that_decodes_in_a_stack() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains("| filter+rad"), "{stdout}");
-    let mut texts = Vec::new();
-    for cell in std::fs::read_dir(dir.join("out")).unwrap() {
-        let cell = cell.unwrap().path();
-        let Ok(text) = std::fs::read_to_string(cell.join("cell.json")) else {
-            continue;
-        };
-        let cell_json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let mut lines: Vec<String> = std::fs::read_to_string(cell.join("generations.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let g: serde_json::Value = serde_json::from_str(l).unwrap();
-                format!("{}/{}: {}", g["prompt_id"], g["sample_index"], g["text"])
-            })
-            .collect();
-        assert_eq!(lines.len(), 20);
-        lines.sort();
-        let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(cell.join("record.json")).unwrap())
-                .unwrap();
-        let counters = &record["stages"]["generate"]["counters"];
-        if cell_json["method"]["name"] == "word_filter+rad" {
+    let cells = read_cells(&dir.join("out"));
+    for cell in &cells {
+        assert_eq!(cell.lines.len(), 20);
+        if cell.method == "word_filter+rad" {
+            let counters = &cell.counters;
             let total = |name: &str| {
                 counters[name]
                     .as_f64()
@@ -137,8 +110,8 @@ fn train_rad_reward_writes_a_head_that_decodes_in_a_stack() {
             assert!(total("rad_candidate_rows") <= 5.0 * total("rad_row_steps"));
             assert_eq!(total("rad_drawn_rewards"), total("rad_row_steps"));
         }
-        texts.push(lines);
     }
+    let texts: Vec<&Vec<String>> = cells.iter().map(|c| &c.lines).collect();
     assert_eq!(texts.len(), 2);
     assert_ne!(texts[0], texts[1], "RAD at β 50 must change samples");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -2,22 +2,16 @@
 //! prints held-out metrics, writes a subspace that loads for that model, reuses its embedding
 //! cache, and refuses a source named both for fitting and for measuring only.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn detox(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_detox"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("runs detox")
+    common::detox(&std::env::temp_dir(), args)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("detox-train-sasa-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn scratch(name: &str) -> std::path::PathBuf {
+    common::scratch("train-sasa", name)
 }
 
 #[test]

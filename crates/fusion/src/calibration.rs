@@ -48,18 +48,7 @@ impl CalibrationOptions {
         if self.epochs == 0 || self.batch_size == 0 || self.max_tokens < 2 {
             bail!("--epochs and --batch-size must be at least 1 and --max-tokens at least 2");
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            bail!(
-                "--learning-rate must be a finite number > 0, got {}",
-                self.learning_rate
-            );
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            bail!(
-                "--weight-decay must be a finite number >= 0, got {}",
-                self.weight_decay
-            );
-        }
+        lm::train::check_rates(self.learning_rate, self.weight_decay)?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! (weight decay on matrices only), a linear warm-up, a seeded batch order per epoch, and the
 //! guarantee that the model is frozen again when training ends, however it ends.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use tch::{COptimizer, Device, Kind, Tensor};
 
 /// AdamW with two groups — weight matrices (decayed) and everything else: norms, biases, heads
@@ -67,6 +67,18 @@ impl Drop for AdamW {
             let _ = t.set_requires_grad(false);
         }
     }
+}
+
+/// Checks an AdamW learning rate (finite, > 0) and weight decay (finite, >= 0), naming the
+/// command-line flags that set them.
+pub fn check_rates(learning_rate: f64, weight_decay: f64) -> Result<()> {
+    if !(learning_rate > 0.0 && learning_rate.is_finite()) {
+        bail!("--learning-rate must be a finite number > 0, got {learning_rate}");
+    }
+    if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+        bail!("--weight-decay must be a finite number >= 0, got {weight_decay}");
+    }
+    Ok(())
 }
 
 /// The order of `batches` batches in epoch `epoch` of a run seeded `seed`: a permutation that is

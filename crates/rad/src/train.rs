@@ -43,18 +43,7 @@ impl TopBlockOptions {
         if self.epochs == 0 || self.batch_size == 0 {
             bail!("--epochs and --train-batch-size must be at least 1");
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            bail!(
-                "--learning-rate must be a finite number > 0, got {}",
-                self.learning_rate
-            );
-        }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            bail!(
-                "--weight-decay must be a finite number >= 0, got {}",
-                self.weight_decay
-            );
-        }
+        lm::train::check_rates(self.learning_rate, self.weight_decay)?;
         Ok(())
     }
 }
