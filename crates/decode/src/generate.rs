@@ -93,6 +93,23 @@ pub fn generate(
     generate_steered(model, eos_token_ids, requests, settings, &mut [], sink)
 }
 
+/// Every generation of `requests` in one vector, in the order they finished, with `steering`
+/// applied (none: plain sampling): for callers that keep everything in memory, such as tests.
+pub fn generate_all(
+    model: &dyn CausalLm,
+    eos_token_ids: &[i64],
+    requests: &[Request],
+    settings: &Settings,
+    steering: &mut [Box<dyn Steering + '_>],
+) -> Result<Vec<Generation>> {
+    let mut out = Vec::with_capacity(requests.len());
+    generate_steered(model, eos_token_ids, requests, settings, steering, |g| {
+        out.push(g);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// [`generate`] with steering methods applied in the order given (see [`crate::steer`]).
 pub fn generate_steered(
     model: &dyn CausalLm,

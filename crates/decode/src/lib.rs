@@ -9,8 +9,8 @@ pub mod steer;
 
 pub use follow::Follower;
 pub use generate::{
-    generate, generate_steered, prefill, FinishReason, Generation, GenerationStats, Prefill,
-    Request, Settings,
+    generate, generate_all, generate_steered, prefill, FinishReason, Generation, GenerationStats,
+    Prefill, Request, Settings,
 };
 pub use sampler::{candidates, Candidates, SampleRng, SamplingParams};
 pub use steer::{Lookahead, Row, Steering, Step};

@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use decode::{
-    generate, generate_steered, Follower, Generation, Request, SamplingParams, Settings, Steering,
-};
+use decode::{generate_all, Follower, Request, SamplingParams, Settings, Steering};
 use fusion::{
     fused_logits, train_align, train_calibration, AlignMap, AlignOn, AlignOptions,
     CalibrationFusion, CalibrationOptions, DExperts, DExpertsParams, FusionParams, TrainingText,
@@ -130,26 +128,14 @@ fn run(
     settings: &Settings,
     method: Option<Box<dyn Steering + '_>>,
 ) -> Vec<Vec<i64>> {
-    let mut out: Vec<Generation> = Vec::new();
-    let sink = |g| {
-        out.push(g);
-        Ok(())
-    };
-    let requests = requests(model);
-    match method {
-        None => generate(model.model.as_ref(), eos, &requests, settings, sink),
-        Some(method) => {
-            let mut steering = vec![method];
-            generate_steered(
-                model.model.as_ref(),
-                eos,
-                &requests,
-                settings,
-                &mut steering,
-                sink,
-            )
-        }
-    }
+    let mut steering: Vec<Box<dyn Steering + '_>> = method.into_iter().collect();
+    let mut out = generate_all(
+        model.model.as_ref(),
+        eos,
+        &requests(model),
+        settings,
+        &mut steering,
+    )
     .unwrap_or_else(|e| panic!("{e:#}"));
     out.sort_by(|a, b| (&a.prompt_id, a.sample_index).cmp(&(&b.prompt_id, b.sample_index)));
     out.into_iter().map(|g| g.token_ids).collect()

@@ -6,9 +6,7 @@
 
 use std::collections::HashMap;
 
-use decode::{
-    candidates, generate, generate_steered, Generation, Request, SamplingParams, Settings, Steering,
-};
+use decode::{candidates, generate_all, Generation, Request, SamplingParams, Settings, Steering};
 use lm::{left_pad, CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use sasa::{FitRecord, MarginTransform, ModelIdentity, Sasa, SasaParams, SasaStats, Subspace};
 use tch::{Device, Kind, Tensor};
@@ -98,27 +96,12 @@ fn run(
     settings: &Settings,
     method: Option<&mut Sasa>,
 ) -> Vec<Generation> {
-    let mut out = Vec::new();
-    let sink = |g| {
-        out.push(g);
-        Ok(())
-    };
-    match method {
-        None => generate(model.model.as_ref(), eos, requests, settings, sink),
-        Some(method) => {
-            let mut steering: Vec<Box<dyn Steering + '_>> = vec![Box::new(method)];
-            generate_steered(
-                model.model.as_ref(),
-                eos,
-                requests,
-                settings,
-                &mut steering,
-                sink,
-            )
-        }
+    let mut steering: Vec<Box<dyn Steering + '_>> = Vec::new();
+    if let Some(method) = method {
+        steering.push(Box::new(method));
     }
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    out
+    generate_all(model.model.as_ref(), eos, requests, settings, &mut steering)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// A token the model draws often, as end-of-sequence: rows then finish at different steps.
