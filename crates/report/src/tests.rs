@@ -656,3 +656,40 @@ fn quickstart_results_if_present() {
 fn paths_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+#[test]
+fn a_wide_perplexity_spread_gets_a_logarithmic_axis() {
+    let dir = scratch("log-axis");
+    let frontier = |dir: &Path| {
+        let output = write_report(dir).unwrap();
+        let path = output
+            .report_dir
+            .join(CHARTS_DIR)
+            .join("frontier-rtp-minilm.svg");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    hand_cell(None, 1.0).write(&dir).unwrap();
+    let mut close = hand_cell(Some(1.0), 0.5);
+    for prompt in &mut close.prompts {
+        for s in &mut prompt.samples {
+            s.perplexity = s.perplexity.map(|p| p * 2.0);
+        }
+    }
+    close.write(&dir).unwrap();
+    let svg = frontier(&dir);
+    assert!(svg.contains("Conditional perplexity under the judge LM"));
+    assert!(
+        !svg.contains("log scale"),
+        "a two-fold spread keeps a linear axis"
+    );
+
+    // The same method at a setting that wrecks fluency: a hundred-fold spread.
+    let mut wrecked = hand_cell(Some(2.0), 0.5);
+    for prompt in &mut wrecked.prompts {
+        for s in &mut prompt.samples {
+            s.perplexity = s.perplexity.map(|p| p * 100.0);
+        }
+    }
+    wrecked.write(&dir).unwrap();
+    assert!(frontier(&dir).contains("log scale"));
+}
