@@ -579,9 +579,9 @@ mod tests {
         (x, mask, rows)
     }
 
-    #[test]
-    fn the_closed_form_head_minimises_rads_prefix_loss() {
-        let (x, mask, rows) = synthetic(3);
+    /// The prefix statistics of [`synthetic`] texts, their targets and the texts.
+    fn synthetic_features(seed: i64) -> (PrefixFeatures, Vec<f64>, Vec<Text>) {
+        let (x, mask, rows) = synthetic(seed);
         let (gram, mean, last) = accumulate_prefixes(&x, &mask);
         let y: Vec<f64> = rows.iter().map(|r| r.1).collect();
         let features = PrefixFeatures {
@@ -590,6 +590,12 @@ mod tests {
             last,
             prefixes: 0,
         };
+        (features, y, rows)
+    }
+
+    #[test]
+    fn the_closed_form_head_minimises_rads_prefix_loss() {
+        let (features, y, rows) = synthetic_features(3);
         let (w, b) = solve_head(&features.gram, &target_moment(&features, &y), 0.0).unwrap();
         let theta: Vec<f64> = [w.clone(), vec![b]].concat();
         let best = explicit_loss(&theta, &rows);
@@ -642,15 +648,7 @@ mod tests {
 
     #[test]
     fn the_ridge_shrinks_w_and_leaves_the_bias_free() {
-        let (x, mask, rows) = synthetic(4);
-        let (gram, mean, last) = accumulate_prefixes(&x, &mask);
-        let y: Vec<f64> = rows.iter().map(|r| r.1).collect();
-        let features = PrefixFeatures {
-            gram,
-            mean,
-            last,
-            prefixes: 0,
-        };
+        let (features, y, _) = synthetic_features(4);
         let rhs = target_moment(&features, &y);
         let norm = |w: &[f64]| w.iter().map(|v| v * v).sum::<f64>().sqrt();
         let (w0, _) = solve_head(&features.gram, &rhs, 0.0).unwrap();
