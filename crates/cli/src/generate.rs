@@ -121,10 +121,16 @@ pub fn run_prompts(
         batch_size: args.batch_size,
         stop_at_eos: !args.ignore_eos,
     };
-    let fingerprint = settings_fingerprint(&args.model.model_dir(), &settings, method);
+    // A fine-tuned variant decodes with its own checkpoint.
+    let weights = method.weights();
+    let model_dir = weights.clone().unwrap_or_else(|| args.model.model_dir());
+    let fingerprint = settings_fingerprint(&model_dir, &settings, method);
     let done = read_finished(&args.out, &fingerprint)?;
 
-    let loaded = args.model.load()?;
+    let loaded = match &weights {
+        Some(dir) => args.model.load_dir(dir)?,
+        None => args.model.load()?,
+    };
     let mut requests = Vec::new();
     let mut by_id = std::collections::HashMap::new();
     for prompt in prompts {

@@ -15,11 +15,13 @@ use data::jsonl;
 mod list;
 mod merge;
 mod methods;
+mod perplexity;
 mod record;
 mod report_cmd;
 mod run;
 mod score_cmd;
 mod scorers;
+mod train_finetune;
 mod train_fusion;
 mod train_rad;
 mod train_sasa;
@@ -69,6 +71,8 @@ enum Command {
     AuditScorer(audit::AuditScorerArgs),
     /// Load every prompt and labelled source in the shared data folder and print their counts.
     InspectData(inspect::InspectDataArgs),
+    /// Perplexity of models on WikiText-2 paragraphs (utility after fine-tuning), as JSON lines.
+    Perplexity(perplexity::PerplexityArgs),
     /// Run every cell of an experiment spec: generate, score, evaluate (resumable).
     Run(run::RunArgs),
     /// Join the shares of a sweep run with `run --shard I/N` into one folder and rebuild its report.
@@ -103,6 +107,12 @@ enum TrainCommand {
     /// The map from a calibration model's final hidden state to a target's (InfoNCE); prints
     /// held-out retrieval accuracy and writes <calibration>/align-<target>.json (or --out).
     Align(train_fusion::TrainAlignArgs),
+    /// Regularized fine-tuning from a YAML spec (NADO teacher, SFT, data filtering, REINFORCE;
+    /// sequential or parallel rounds, full or LoRA); writes Hugging Face model folders.
+    Finetune(train_finetune::TrainFinetuneArgs),
+    /// One job of a fine-tuning schedule (started by `detox train finetune`, one process each).
+    #[command(hide = true)]
+    FinetuneJob(train_finetune::FinetuneJobArgs),
 }
 
 /// Model, device and threading options shared by every command that loads a model.
@@ -147,6 +157,15 @@ impl ModelArgs {
         }
         lm::LoadedModel::load_layers(&dir, self.device, self.dtype, layers)
     }
+
+    /// Another model folder (a fine-tuned variant) with these device, dtype and thread options.
+    pub fn load_dir(&self, dir: &std::path::Path) -> anyhow::Result<lm::LoadedModel> {
+        if let Some(threads) = self.threads {
+            anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+            tch::set_num_threads(threads);
+        }
+        lm::LoadedModel::load(dir, self.device, self.dtype)
+    }
 }
 
 fn main() -> ExitCode {
@@ -164,6 +183,9 @@ fn main() -> ExitCode {
         Command::Train(TrainCommand::RadReward(args)) => train_rad::run(&args),
         Command::Train(TrainCommand::Calibration(args)) => train_fusion::run_calibration(&args),
         Command::Train(TrainCommand::Align(args)) => train_fusion::run_align(&args),
+        Command::Train(TrainCommand::Finetune(args)) => train_finetune::run(&args),
+        Command::Train(TrainCommand::FinetuneJob(args)) => train_finetune::run_job(&args),
+        Command::Perplexity(args) => perplexity::run(&args),
         Command::AuditScorer(args) => audit::run(&args),
         Command::InspectData(args) => inspect::run(&args),
         Command::Run(args) => run::run(&args),

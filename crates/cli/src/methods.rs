@@ -58,6 +58,12 @@ impl Method {
                 "dexperts" => {
                     dexperts_params(step)?;
                 }
+                "nado" => {
+                    nado_params(step)?;
+                }
+                "finetuned" => {
+                    finetuned_checkpoint(step)?;
+                }
                 other => bail!("method {other:?} is registered but has no decoder"),
             }
         }
@@ -67,6 +73,16 @@ impl Method {
         Ok(Method {
             spec: Some(method.clone()),
         })
+    }
+
+    /// The model folder that decodes instead of the cell's model: a fine-tuned variant
+    /// (`finetuned`), whose strength λ only labels the cell. The cell's model stays the judge.
+    pub fn weights(&self) -> Option<PathBuf> {
+        let spec = self.spec.as_ref()?;
+        spec.steps
+            .iter()
+            .find(|s| s.name == "finetuned")
+            .and_then(|step| finetuned_checkpoint(step).ok())
     }
 
     /// What distinguishes this method's samples from plain sampling (`None` for plain sampling):
@@ -158,6 +174,24 @@ impl Method {
                         params,
                     )?));
                 }
+                "nado" => {
+                    let (params, auxiliary) = nado_params(step)?;
+                    let info = model.model.info();
+                    let auxiliary = finetune::Auxiliary::load(
+                        &auxiliary,
+                        info.device.into(),
+                        DtypeChoice::of_kind(info.kind)?,
+                    )
+                    .with_context(|| format!("nado: auxiliary model {}", auxiliary.display()))?;
+                    decoding.steering.push(Box::new(finetune::NadoDecoding::new(
+                        auxiliary,
+                        &model.tokenizer,
+                        info.vocab_size,
+                        params,
+                    )?));
+                }
+                // The checkpoint was loaded in place of the cell's model (`Method::weights`).
+                "finetuned" => {}
                 other => bail!("method {other:?} has no decoder"),
             }
         }
@@ -169,6 +203,13 @@ fn string<'a>(step: &'a MethodStep, name: &str) -> Result<&'a str> {
     match step.params.get(name) {
         Some(ParamValue::String(s)) => Ok(s),
         other => bail!("{}: parameter {name} is {other:?}, not a string", step.name),
+    }
+}
+
+fn path(step: &MethodStep, name: &str) -> Result<PathBuf> {
+    match step.params.get(name) {
+        Some(ParamValue::Path(p)) => Ok(p.clone()),
+        other => bail!("{}: parameter {name} is {other:?}, not a path", step.name),
     }
 }
 
@@ -291,4 +332,35 @@ fn rad_params(step: &MethodStep) -> Result<(RadParams, Option<PathBuf>, Option<P
         auto_path(step, "reward", false)?,
         auto_path(step, "backbone", true)?,
     ))
+}
+
+/// NADO decoding's α and its auxiliary model folder (required: it is trained per base model by
+/// `detox train finetune`).
+fn nado_params(step: &MethodStep) -> Result<(finetune::NadoParams, PathBuf)> {
+    let alpha = step
+        .strength
+        .context("nado: a strength (alpha) is required")?;
+    let params = finetune::NadoParams { alpha };
+    params.validate()?;
+    let dir = path(step, "auxiliary")?;
+    if !dir.join(finetune::nado::HEAD_FILE).is_file() {
+        bail!(
+            "nado: {} is not an auxiliary model (no {})",
+            dir.display(),
+            finetune::nado::HEAD_FILE
+        );
+    }
+    Ok((params, dir))
+}
+
+/// A fine-tuned variant's checkpoint folder, checked to be a model folder.
+fn finetuned_checkpoint(step: &MethodStep) -> Result<PathBuf> {
+    let dir = path(step, "checkpoint")?;
+    if !dir.join("config.json").is_file() {
+        bail!(
+            "finetuned: checkpoint {} is not a model folder (no config.json); train it with `detox train finetune`",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }

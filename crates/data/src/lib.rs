@@ -25,6 +25,7 @@ pub mod prompts;
 mod read;
 mod sample;
 pub mod spec;
+pub mod wikitext;
 
 pub use labelled::{LabelledSet, LabelledText, TemplateSentence};
 pub use prompts::{Prompt, PromptSet};

@@ -38,7 +38,10 @@ impl AdamW {
         for t in &tensors {
             optimizer.add_parameters(t, usize::from(t.dim() < 2))?;
         }
-        optimizer.set_weight_decay_group(1, 0.0)?;
+        // The group exists only once a tensor was added to it (LoRA factors are all matrices).
+        if tensors.iter().any(|t| t.dim() < 2) {
+            optimizer.set_weight_decay_group(1, 0.0)?;
+        }
         Ok(Self {
             optimizer,
             tensors,
@@ -50,12 +53,24 @@ impl AdamW {
 
     /// One step down the gradient of `loss` (a scalar built from the tensors).
     pub fn minimize(&mut self, loss: &Tensor) -> Result<()> {
+        self.zero_grad()?;
+        loss.backward();
+        self.step()
+    }
+
+    /// Clears the gradients: the start of an accumulation window (several `backward` calls, one
+    /// [`step`](Self::step)).
+    pub fn zero_grad(&mut self) -> Result<()> {
+        Ok(self.optimizer.zero_grad()?)
+    }
+
+    /// One optimiser step with the gradients accumulated since [`zero_grad`](Self::zero_grad),
+    /// at the warmed-up learning rate.
+    pub fn step(&mut self) -> Result<()> {
         self.steps += 1;
         let warm = (self.steps as f64 / self.warmup_steps as f64).min(1.0);
         self.optimizer
             .set_learning_rate(self.learning_rate * warm)?;
-        self.optimizer.zero_grad()?;
-        loss.backward();
         self.optimizer.step()?;
         Ok(())
     }

@@ -262,6 +262,44 @@ pub static BUILTIN_METHODS: &[MethodInfo] = &[
             default: 2.0,
         }),
     },
+    MethodInfo {
+        name: "nado",
+        description: "NADO decoding: logits plus alpha times log R from an auxiliary model (detox train finetune, objective nado), no fine-tuning; alpha 1 is NADO's posterior q ∝ p·R",
+        params: &[ParamInfo {
+            name: "auxiliary",
+            kind: ParamKind::Path,
+            default: None,
+            range: None,
+            description: "the auxiliary model folder a fine-tuning run wrote (<output>/auxiliary-1 is trained on the base model's own samples)",
+            choices: None,
+        }],
+        strength: Some(StrengthInfo {
+            range: Range {
+                min: 0.0,
+                max: 100.0,
+            },
+            default: 1.0,
+        }),
+    },
+    MethodInfo {
+        name: "finetuned",
+        description: "decode with a fine-tuned variant of the cell's model (detox train finetune) instead of the model itself; the strength is the variant's lambda and only labels the cell (the cell's model stays the judge)",
+        params: &[ParamInfo {
+            name: "checkpoint",
+            kind: ParamKind::Path,
+            default: None,
+            range: None,
+            description: "the fine-tuned model folder (<output>/policy-N)",
+            choices: None,
+        }],
+        strength: Some(StrengthInfo {
+            range: Range {
+                min: 0.0,
+                max: 1000.0,
+            },
+            default: 0.0,
+        }),
+    },
 ];
 
 /// Scorer names the spec accepts; `hf:DIR[#label]` takes a classifier folder and an optional
