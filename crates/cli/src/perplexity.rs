@@ -29,6 +29,13 @@ pub struct PerplexityArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: lm::DeviceChoice,
+    /// Score under NADO decoding's distribution q ∝ p·R^α with this auxiliary model (one
+    /// `--model` only), instead of the model's own.
+    #[arg(long)]
+    pub nado_auxiliary: Option<PathBuf>,
+    /// α of NADO decoding (with --nado-auxiliary).
+    #[arg(long, default_value_t = 1.0)]
+    pub nado_alpha: f64,
     /// Append one JSON line per model here (besides printing it).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -37,6 +44,11 @@ pub struct PerplexityArgs {
 #[derive(Serialize)]
 struct PerplexityRecord {
     model: PathBuf,
+    /// NADO decoding's auxiliary model and α, when the perplexity is of q rather than p.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nado_auxiliary: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nado_alpha: Option<f64>,
     text: PathBuf,
     paragraphs: usize,
     /// Tokens scored (each paragraph's first token is not: nothing precedes it).
@@ -69,6 +81,9 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     } else {
         args.model.clone()
     };
+    if args.nado_auxiliary.is_some() && models.len() != 1 {
+        anyhow::bail!("--nado-auxiliary scores one --model, not {}", models.len());
+    }
     for dir in &models {
         let loaded = LoadedModel::load(dir, args.device, lm::DtypeChoice::F32)?;
         let info = loaded.model.info();
@@ -78,9 +93,27 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
             args.max_tokens,
             info.vocab_size,
         )?;
-        let (ppl, tokens) = perplexity(loaded.model.as_ref(), &sequences, args.batch_size);
+        let (ppl, tokens) = match &args.nado_auxiliary {
+            None => perplexity(loaded.model.as_ref(), &sequences, args.batch_size),
+            Some(aux) => {
+                finetune::NadoParams {
+                    alpha: args.nado_alpha,
+                }
+                .validate()?;
+                let auxiliary = finetune::Auxiliary::load(aux, args.device, lm::DtypeChoice::F32)?;
+                finetune::nado::decoding_perplexity(
+                    loaded.model.as_ref(),
+                    &auxiliary,
+                    args.nado_alpha,
+                    &sequences,
+                    args.batch_size,
+                )
+            }
+        };
         let record = PerplexityRecord {
             model: dir.clone(),
+            nado_auxiliary: args.nado_auxiliary.clone(),
+            nado_alpha: args.nado_auxiliary.as_ref().map(|_| args.nado_alpha),
             text: text.clone(),
             paragraphs: sequences.len(),
             tokens,

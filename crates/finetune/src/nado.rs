@@ -289,6 +289,41 @@ impl Auxiliary {
     }
 }
 
+/// Perplexity of NADO's decoding distribution q ∝ p·R^α (the policy's logits plus α·log R) on
+/// the counted tokens of `sequences`, with the token count: the utility of NADO decoding measured
+/// the same way as a fine-tuned model's.
+pub fn decoding_perplexity(
+    policy: &dyn CausalLm,
+    auxiliary: &Auxiliary,
+    alpha: f64,
+    sequences: &[Sequence],
+    batch_size: usize,
+) -> (f64, usize) {
+    let _no_grad = tch::no_grad_guard();
+    let (mut total, mut count) = (0.0, 0.0);
+    for batch in batches(sequences, batch_size, policy.info().device) {
+        let t = batch.ids.size()[1];
+        let hidden = policy.forward_hidden(&batch.ids, &batch.mask, &mut policy.new_cache());
+        let z = policy.logits(&hidden.narrow(1, 0, t - 1));
+        let trunk = auxiliary.trunk.model.as_ref();
+        let aux_hidden = trunk.forward_hidden(&batch.ids, &batch.mask, &mut trunk.new_cache());
+        let log_r = auxiliary.log_r(&aux_hidden.narrow(1, 0, t - 1));
+        let log_q = (z + log_r * alpha).log_softmax(-1, Kind::Float);
+        let nll = -log_q
+            .gather(2, &batch.targets().unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        let weights = batch.target_weights();
+        count += weights.sum(Kind::Float).double_value(&[]);
+        total += (nll * weights).sum(Kind::Float).double_value(&[]);
+    }
+    let ppl = if count > 0.0 {
+        (total / count).exp()
+    } else {
+        f64::NAN
+    };
+    (ppl, count as usize)
+}
+
 /// A sibling of `out` to write into before renaming.
 pub(crate) fn staging_path(out: &Path) -> PathBuf {
     out.with_file_name(format!(

@@ -244,6 +244,18 @@ fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
         "a zero head is q = p"
     );
 
+    // NADO decoding's perplexity equals the model's own with a neutral head, not with a trained one.
+    let texts = data(&policy);
+    let own = finetune::sequences::perplexity(policy.model.as_ref(), &texts, 2);
+    let neutral = Auxiliary::fresh(&tiny(), 1, DeviceChoice::Cpu).unwrap();
+    let under_q =
+        finetune::nado::decoding_perplexity(policy.model.as_ref(), &neutral, 1.0, &texts, 2);
+    assert_eq!(own.1, under_q.1);
+    assert!(
+        (own.0 - under_q.0).abs() < 1e-3 * own.0,
+        "{own:?} vs {under_q:?}"
+    );
+
     let bad = 42;
     let sequences = labelled(&policy, bad);
     let options = AuxiliaryOptions {
@@ -279,6 +291,13 @@ fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
             .squeeze()
     };
     assert!(log_r.double_value(&[bad]) < log_r.double_value(&[101]) - 1.0);
+
+    let steered_ppl =
+        finetune::nado::decoding_perplexity(policy.model.as_ref(), &auxiliary, 1.0, &texts, 2);
+    assert!(
+        (steered_ppl.0 - own.0).abs() > 1e-3 * own.0,
+        "{steered_ppl:?}"
+    );
 
     let saved = dir.join("aux");
     auxiliary.save(&saved, &record).unwrap();
