@@ -8,7 +8,6 @@
 //! is what marks it done, so a killed run started again with `--resume` redoes only the jobs
 //! without one. `schedule.json` lists every round's jobs and times.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -480,15 +479,13 @@ fn build_mix(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Writes `rows` as a JSON-lines file that appears only complete: a job's output, whose presence
+/// a rerun trusts.
 fn write_jsonl_atomically<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     let staging = path.with_extension("jsonl.partial");
-    let mut file = std::fs::File::create(&staging)
-        .with_context(|| format!("{}: cannot create", staging.display()))?;
-    for row in rows {
-        let mut line = serde_json::to_string(row)?;
-        line.push('\n');
-        file.write_all(line.as_bytes())?;
-    }
+    let _ = std::fs::remove_file(&staging);
+    let mut file = jsonl::open_append(&staging)?;
+    jsonl::append(&mut file, &staging, rows)?;
     file.sync_all()?;
     std::fs::rename(&staging, path)
         .with_context(|| format!("cannot move {} to {}", staging.display(), path.display()))
@@ -496,7 +493,7 @@ fn write_jsonl_atomically<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
 
 fn read_mix(out: &Path) -> Result<Vec<MixText>> {
     let mut mix = Vec::new();
-    jsonl::read_resumable(&out.join(MIX_FILE), "mix text", |_, t: MixText| {
+    jsonl::read_all(&out.join(MIX_FILE), "mix text", |_, t: MixText| {
         mix.push(t);
         Ok(())
     })?;
@@ -506,7 +503,7 @@ fn read_mix(out: &Path) -> Result<Vec<MixText>> {
 fn read_samples(out: &Path, k: usize) -> Result<Vec<Sequence>> {
     let path = out.join(format!("samples-{k}.jsonl"));
     let mut sequences = Vec::new();
-    jsonl::read_resumable(&path, "sample", |_, s: SampledText| {
+    jsonl::read_all(&path, "sample", |_, s: SampledText| {
         sequences.extend(s.sequence());
         Ok(())
     })?;

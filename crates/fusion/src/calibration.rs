@@ -8,10 +8,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use lm::sequences::{batches, perplexity, summed_nll, Sequence};
 use lm::train::{epoch_order, AdamW};
-use lm::{left_pad, CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TrainableSelection};
+use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TrainableSelection};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
 
 /// One training text: the loss counts only the completion's tokens (the whole text when the
 /// prompt is empty), each predicted from everything before it.
@@ -82,13 +82,14 @@ pub struct CalibrationRecord {
 pub const RECORD_FILE: &str = "calibration.json";
 pub const FORMAT: &str = "detox-calibration/1";
 
-/// A text's token ids and which of them the loss counts.
-struct Encoded {
-    ids: Vec<i64>,
-    counted: Vec<bool>,
-}
-
-fn encode(loaded: &LoadedModel, texts: &[TrainingText], max_tokens: usize) -> Result<Vec<Encoded>> {
+/// Encodes texts as sequences whose loss counts the completion's tokens (the whole text, less
+/// its first token, when the prompt is empty), cut to `max_tokens`; texts left with nothing to
+/// count are dropped.
+fn encode(
+    loaded: &LoadedModel,
+    texts: &[TrainingText],
+    max_tokens: usize,
+) -> Result<Vec<Sequence>> {
     let mut out = Vec::with_capacity(texts.len());
     for (i, text) in texts.iter().enumerate() {
         let prompt = if text.prompt.is_empty() {
@@ -100,15 +101,16 @@ fn encode(loaded: &LoadedModel, texts: &[TrainingText], max_tokens: usize) -> Re
         let mut ids = prompt.clone();
         ids.extend(&completion);
         ids.truncate(max_tokens);
-        let mut counted: Vec<bool> = (0..ids.len()).map(|t| t >= prompt.len()).collect();
-        // The first token has nothing before it to be predicted from.
-        if let Some(first) = counted.first_mut() {
-            *first = false;
-        }
-        if counted.iter().any(|&c| c) {
-            lm::check_token_ids(&ids, loaded.model.info().vocab_size)
+        let sequence = Sequence {
+            ids,
+            counted_from: prompt.len(),
+            label: 1.0,
+            regularize: false,
+        };
+        if sequence.counted() > 0 {
+            lm::check_token_ids(&sequence.ids, loaded.model.info().vocab_size)
                 .with_context(|| format!("training text {i}"))?;
-            out.push(Encoded { ids, counted });
+            out.push(sequence);
         }
     }
     if out.is_empty() {
@@ -117,69 +119,14 @@ fn encode(loaded: &LoadedModel, texts: &[TrainingText], max_tokens: usize) -> Re
     Ok(out)
 }
 
-/// Batches of similar length: (ids, real mask, counted mask `[B, T]` float32).
-fn batches(
-    encoded: &[Encoded],
-    batch_size: usize,
-    device: Device,
-) -> Vec<(Tensor, Tensor, Tensor)> {
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| (encoded[i].ids.len(), i));
-    order
-        .chunks(batch_size)
-        .map(|chunk| {
-            let rows: Vec<&[i64]> = chunk.iter().map(|&i| encoded[i].ids.as_slice()).collect();
-            let (ids, mask) = left_pad(&rows, device);
-            let width = ids.size()[1] as usize;
-            let counted: Vec<f32> = chunk
-                .iter()
-                .flat_map(|&i| {
-                    let c = &encoded[i].counted;
-                    std::iter::repeat_n(0.0, width - c.len())
-                        .chain(c.iter().map(|&b| f32::from(u8::from(b))))
-                })
-                .collect();
-            let counted = Tensor::from_slice(&counted)
-                .view([chunk.len() as i64, width as i64])
-                .to_device(device);
-            (ids, mask, counted)
-        })
-        .collect()
-}
-
-/// Summed next-token loss over the counted tokens of one batch, and how many were counted.
-fn batch_loss(
+/// Perplexity of `model` on the counted tokens of `sequences` (`None` without any).
+fn held_out_perplexity(
     model: &dyn CausalLm,
-    ids: &Tensor,
-    mask: &Tensor,
-    counted: &Tensor,
-) -> (Tensor, f64) {
-    let t = ids.size()[1];
-    let hidden = model.forward_hidden(ids, mask, &mut model.new_cache());
-    let logits = model.logits(&hidden.narrow(1, 0, t - 1));
-    let targets = ids.narrow(1, 1, t - 1);
-    let nll = -logits
-        .log_softmax(-1, Kind::Float)
-        .gather(2, &targets.unsqueeze(-1), false)
-        .squeeze_dim(-1);
-    let weights = counted.narrow(1, 1, t - 1);
-    let n = weights.sum(Kind::Float).double_value(&[]);
-    ((nll * weights).sum(Kind::Float), n)
-}
-
-/// Perplexity of `model` on the counted tokens of `encoded`.
-fn perplexity(model: &dyn CausalLm, encoded: &[Encoded], batch_size: usize) -> Option<f64> {
-    if encoded.is_empty() {
-        return None;
-    }
-    let _no_grad = tch::no_grad_guard();
-    let (mut total, mut count) = (0.0, 0.0);
-    for (ids, mask, counted) in batches(encoded, batch_size, model.info().device) {
-        let (loss, n) = batch_loss(model, &ids, &mask, &counted);
-        total += loss.double_value(&[]);
-        count += n;
-    }
-    (count > 0.0).then(|| (total / count).exp())
+    sequences: &[Sequence],
+    batch_size: usize,
+) -> Option<f64> {
+    let (ppl, tokens) = perplexity(model, sequences, batch_size);
+    (tokens > 0).then_some(ppl)
 }
 
 /// Cuts the base in `base_dir` to `options.layers` blocks, trains it on `train` (measuring
@@ -219,7 +166,7 @@ pub fn train_calibration(
     } else {
         encode(&loaded, held_out, options.max_tokens)?
     };
-    let before = perplexity(model, &held_encoded, options.batch_size);
+    let before = held_out_perplexity(model, &held_encoded, options.batch_size);
     log(&format!(
         "first {} of {base_layers} blocks of {}: held-out perplexity before training {}",
         options.layers,
@@ -232,10 +179,7 @@ pub fn train_calibration(
         final_norm: true,
     };
     let train_batches = batches(&train_encoded, options.batch_size, info.device);
-    let train_tokens: usize = train_encoded
-        .iter()
-        .map(|e| e.counted.iter().filter(|&&c| c).count())
-        .sum();
+    let train_tokens: usize = train_encoded.iter().map(Sequence::counted).sum();
     // Dropped once training ends, whatever happens: the model is frozen again.
     let mut optimizer = AdamW::new(
         model
@@ -253,8 +197,7 @@ pub fn train_calibration(
         let epoch_started = std::time::Instant::now();
         let (mut total, mut count) = (0.0, 0.0);
         for (done, &i) in order.iter().enumerate() {
-            let (ids, mask, counted) = &train_batches[i];
-            let (loss, n) = batch_loss(model, ids, mask, counted);
+            let (loss, n) = summed_nll(model, &train_batches[i]);
             if n == 0.0 {
                 continue;
             }
@@ -284,7 +227,7 @@ pub fn train_calibration(
         epoch_losses.push(mean);
     }
     drop(optimizer);
-    let after = perplexity(model, &held_encoded, options.batch_size);
+    let after = held_out_perplexity(model, &held_encoded, options.batch_size);
     log(&format!(
         "held-out perplexity after training {}",
         after.map_or("n/a".into(), |p| format!("{p:.2}"))

@@ -13,6 +13,7 @@ pub mod gpt2;
 pub mod likelihood;
 pub mod llama;
 pub mod nn;
+pub mod sequences;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;
