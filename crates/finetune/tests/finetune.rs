@@ -327,6 +327,18 @@ fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
     assert!(NadoParams { alpha: -1.0 }.validate().is_err());
 }
 
+/// Full fine-tuning, one sequence per step, six passes: enough for the tiny model to move.
+fn full_finetuning() -> FinetuneOptions {
+    FinetuneOptions {
+        adaptation: Adaptation::Full,
+        learning_rate: 3e-3,
+        weight_decay: 0.0,
+        batch_size: 1,
+        accumulate: 1,
+        epochs: 6,
+    }
+}
+
 /// The probability the policy gives `token` right after the prompt.
 fn next_probability(model: &dyn CausalLm, prompt: &[i64], token: i64) -> f64 {
     let _no_grad = tch::no_grad_guard();
@@ -352,14 +364,7 @@ fn the_nado_regularizer_pulls_the_policy_towards_its_teacher() {
     });
     let prompt = policy.tokenizer.encode("The library opens").unwrap();
     let samples = labelled(&policy, bad);
-    let options = FinetuneOptions {
-        adaptation: Adaptation::Full,
-        learning_rate: 3e-3,
-        weight_decay: 0.0,
-        batch_size: 1,
-        accumulate: 1,
-        epochs: 6,
-    };
+    let options = full_finetuning();
     let regularizer = Regularizer::Nado {
         reference: reference.model.as_ref(),
         auxiliary: &auxiliary,
@@ -485,14 +490,7 @@ fn reinforce_raises_the_rewarded_continuation() {
         next_probability(policy.model.as_ref(), &prompt, bad),
         next_probability(policy.model.as_ref(), &prompt, good),
     );
-    let options = FinetuneOptions {
-        adaptation: Adaptation::Full,
-        learning_rate: 3e-3,
-        weight_decay: 0.0,
-        batch_size: 1,
-        accumulate: 1,
-        epochs: 6,
-    };
+    let options = full_finetuning();
     let data = data(&policy);
     finetune(
         policy.model.as_ref(),
