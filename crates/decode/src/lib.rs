@@ -7,7 +7,7 @@ pub mod measure;
 pub mod sampler;
 pub mod steer;
 
-pub use follow::Follower;
+pub use follow::{Follower, ReadAlong};
 pub use generate::{
     generate, generate_all, generate_steered, prefill, FinishReason, Generation, GenerationStats,
     Prefill, Request, Settings,

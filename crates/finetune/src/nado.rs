@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use decode::{Follower, Request, Steering, Step};
+use decode::{ReadAlong, Request, Steering, Step};
 use lm::train::{epoch_order, AdamW};
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TextTokenizer, TrainableSelection};
 use serde::{Deserialize, Serialize};
@@ -359,7 +359,7 @@ impl NadoParams {
 pub struct NadoDecoding {
     auxiliary: Auxiliary,
     params: NadoParams,
-    follower: Option<Follower>,
+    reader: ReadAlong,
     steps: usize,
     seconds: f64,
 }
@@ -385,7 +385,7 @@ impl NadoDecoding {
         Ok(Self {
             auxiliary,
             params,
-            follower: None,
+            reader: ReadAlong::default(),
             steps: 0,
             seconds: 0.0,
         })
@@ -409,21 +409,13 @@ impl Steering for NadoDecoding {
     }
 
     fn begin(&mut self, rows: &[&Request]) -> Result<()> {
-        let started = std::time::Instant::now();
-        let prompts: Vec<&[i64]> = rows.iter().map(|r| r.prompt_ids.as_slice()).collect();
-        self.follower = Some(Follower::begin(
-            self.auxiliary.trunk.model.as_ref(),
-            &prompts,
-        )?);
-        self.seconds += started.elapsed().as_secs_f64();
-        Ok(())
+        self.reader.begin(self.auxiliary.trunk.model.as_ref(), rows)
     }
 
     fn adjust_logits(&mut self, _step: &Step, logits: &mut Tensor) -> Result<()> {
-        let follower = self.follower.as_ref().context("begin was not called")?;
         let started = std::time::Instant::now();
         if self.params.alpha > 0.0 {
-            *logits = &*logits + self.auxiliary.log_r(follower.hidden()) * self.params.alpha;
+            *logits = &*logits + self.auxiliary.log_r(self.reader.hidden()?) * self.params.alpha;
         }
         self.steps += 1;
         self.seconds += started.elapsed().as_secs_f64();
@@ -431,24 +423,19 @@ impl Steering for NadoDecoding {
     }
 
     fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
-        let started = std::time::Instant::now();
-        let follower = self.follower.as_mut().context("begin was not called")?;
-        follower.advance(self.auxiliary.trunk.model.as_ref(), tokens)?;
-        self.seconds += started.elapsed().as_secs_f64();
-        Ok(())
+        self.reader
+            .advance(self.auxiliary.trunk.model.as_ref(), tokens)
     }
 
     fn retain_rows(&mut self, keep: &[usize]) -> Result<()> {
-        if let Some(follower) = &mut self.follower {
-            follower.retain(keep);
-        }
+        self.reader.retain(keep);
         Ok(())
     }
 
     fn counters(&self) -> Vec<(String, f64)> {
         vec![
             ("nado_steps".into(), self.steps as f64),
-            ("nado_seconds".into(), self.seconds),
+            ("nado_seconds".into(), self.seconds + self.reader.seconds()),
         ]
     }
 }

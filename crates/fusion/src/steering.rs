@@ -1,5 +1,5 @@
 //! Fusion at decoding time: calibration-model fusion and DExperts as [`decode::Steering`]
-//! methods. Both read extra models through [`Follower`]s that see every row's whole text, and
+//! methods. Both read extra models through [`decode::Follower`]s that see every row's whole text, and
 //! both change the full logits before truncation (as the papers do), adding to them rather than
 //! replacing them so that an earlier method's changes (a word filter's bans) survive.
 //!
@@ -10,8 +10,8 @@
 //! target position to a calibration position is ambiguous across merges, and the alignment map
 //! would be trained on positions that never line up).
 
-use anyhow::{bail, Context, Result};
-use decode::{Follower, Request, Steering, Step};
+use anyhow::{bail, Result};
+use decode::{ReadAlong, Request, Steering, Step};
 use lm::{CausalLm, LoadedModel, TextTokenizer};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -87,7 +87,7 @@ pub struct CalibrationFusion {
     calibration: LoadedModel,
     map: AlignMap,
     params: FusionParams,
-    follower: Option<Follower>,
+    reader: ReadAlong,
     steps: usize,
     seconds: f64,
 }
@@ -123,7 +123,7 @@ impl CalibrationFusion {
             calibration,
             map,
             params,
-            follower: None,
+            reader: ReadAlong::default(),
             steps: 0,
             seconds: 0.0,
         })
@@ -149,20 +149,15 @@ impl Steering for CalibrationFusion {
     }
 
     fn begin(&mut self, rows: &[&Request]) -> Result<()> {
-        let started = std::time::Instant::now();
-        let prompts: Vec<&[i64]> = rows.iter().map(|r| r.prompt_ids.as_slice()).collect();
-        self.follower = Some(Follower::begin(self.calibration.model.as_ref(), &prompts)?);
-        self.seconds += started.elapsed().as_secs_f64();
-        Ok(())
+        self.reader.begin(self.calibration.model.as_ref(), rows)
     }
 
     fn adjust_logits(&mut self, step: &Step, logits: &mut Tensor) -> Result<()> {
-        let follower = self.follower.as_ref().context("begin was not called")?;
         let started = std::time::Instant::now();
         *logits = fused_logits(
             step.model,
             step.hidden,
-            follower.hidden(),
+            self.reader.hidden()?,
             &self.map,
             self.params.alpha,
             logits,
@@ -173,24 +168,21 @@ impl Steering for CalibrationFusion {
     }
 
     fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
-        let started = std::time::Instant::now();
-        let follower = self.follower.as_mut().context("begin was not called")?;
-        follower.advance(self.calibration.model.as_ref(), tokens)?;
-        self.seconds += started.elapsed().as_secs_f64();
-        Ok(())
+        self.reader.advance(self.calibration.model.as_ref(), tokens)
     }
 
     fn retain_rows(&mut self, keep: &[usize]) -> Result<()> {
-        if let Some(follower) = &mut self.follower {
-            follower.retain(keep);
-        }
+        self.reader.retain(keep);
         Ok(())
     }
 
     fn counters(&self) -> Vec<(String, f64)> {
         vec![
             ("fusion_steps".into(), self.steps as f64),
-            ("fusion_seconds".into(), self.seconds),
+            (
+                "fusion_seconds".into(),
+                self.seconds + self.reader.seconds(),
+            ),
         ]
     }
 }
@@ -220,7 +212,8 @@ pub struct DExperts {
     expert: LoadedModel,
     anti_expert: LoadedModel,
     params: DExpertsParams,
-    followers: Option<(Follower, Follower)>,
+    expert_reader: ReadAlong,
+    anti_reader: ReadAlong,
     steps: usize,
     seconds: f64,
 }
@@ -245,7 +238,8 @@ impl DExperts {
             expert,
             anti_expert,
             params,
-            followers: None,
+            expert_reader: ReadAlong::default(),
+            anti_reader: ReadAlong::default(),
             steps: 0,
             seconds: 0.0,
         })
@@ -263,21 +257,15 @@ impl Steering for DExperts {
     }
 
     fn begin(&mut self, rows: &[&Request]) -> Result<()> {
-        let started = std::time::Instant::now();
-        let prompts: Vec<&[i64]> = rows.iter().map(|r| r.prompt_ids.as_slice()).collect();
-        self.followers = Some((
-            Follower::begin(self.expert.model.as_ref(), &prompts)?,
-            Follower::begin(self.anti_expert.model.as_ref(), &prompts)?,
-        ));
-        self.seconds += started.elapsed().as_secs_f64();
-        Ok(())
+        self.expert_reader.begin(self.expert.model.as_ref(), rows)?;
+        self.anti_reader
+            .begin(self.anti_expert.model.as_ref(), rows)
     }
 
     fn adjust_logits(&mut self, _step: &Step, logits: &mut Tensor) -> Result<()> {
-        let (expert, anti) = self.followers.as_ref().context("begin was not called")?;
         let started = std::time::Instant::now();
-        let z_expert = self.expert.model.logits(expert.hidden());
-        let z_anti = self.anti_expert.model.logits(anti.hidden());
+        let z_expert = self.expert.model.logits(self.expert_reader.hidden()?);
+        let z_anti = self.anti_expert.model.logits(self.anti_reader.hidden()?);
         *logits = &*logits + (z_expert - z_anti) * self.params.alpha;
         self.steps += 1;
         self.seconds += started.elapsed().as_secs_f64();
@@ -285,26 +273,25 @@ impl Steering for DExperts {
     }
 
     fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
-        let started = std::time::Instant::now();
-        let (expert, anti) = self.followers.as_mut().context("begin was not called")?;
-        expert.advance(self.expert.model.as_ref(), tokens)?;
-        anti.advance(self.anti_expert.model.as_ref(), tokens)?;
-        self.seconds += started.elapsed().as_secs_f64();
-        Ok(())
+        self.expert_reader
+            .advance(self.expert.model.as_ref(), tokens)?;
+        self.anti_reader
+            .advance(self.anti_expert.model.as_ref(), tokens)
     }
 
     fn retain_rows(&mut self, keep: &[usize]) -> Result<()> {
-        if let Some((expert, anti)) = &mut self.followers {
-            expert.retain(keep);
-            anti.retain(keep);
-        }
+        self.expert_reader.retain(keep);
+        self.anti_reader.retain(keep);
         Ok(())
     }
 
     fn counters(&self) -> Vec<(String, f64)> {
         vec![
             ("dexperts_steps".into(), self.steps as f64),
-            ("dexperts_seconds".into(), self.seconds),
+            (
+                "dexperts_seconds".into(),
+                self.seconds + self.expert_reader.seconds() + self.anti_reader.seconds(),
+            ),
         ]
     }
 }
