@@ -8,13 +8,15 @@
 //! cells.parquet, cells.csv            one row per cell × scorer (incomplete cells included)
 //! groups.parquet, groups.csv          one row per cell × scorer × group
 //! per_prompt.parquet, per_prompt.csv  one row per cell × scorer × prompt
+//! agreement.parquet, agreement.csv    one row per scorer pair × prompt set (and all sets)
 //! summary.md                          the human summary, with notes on what was skipped
-//! charts/*.png, charts/*.svg          frontier, group and cost charts
+//! charts/*.png, charts/*.svg          frontier, group, cost and scorer-agreement charts
 //! ```
 //!
 //! [`compare`] matches two experiments' cells by meaning (model, method label, strength, prompt
 //! set, scorer) for `detox compare`.
 
+mod agreement;
 mod charts;
 mod compare;
 #[cfg(any(test, feature = "fixture"))]
@@ -30,11 +32,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+pub use agreement::{
+    agreement_table, pearson, scorer_agreement, spearman, CellShares, ScorerAgreement,
+    ALL_PROMPT_SETS,
+};
 pub use charts::{write_charts, ChartsOutcome};
 pub use compare::{compare, CompareRow, Compared, Comparison, MatchKey, Side};
 pub use load::{
-    format_strength, per_prompt_toxicity, CellConfig, CellOutputs, CellStatus, Experiment,
-    MetricsRecord, PromptRow, RunRecord, ScorerResults, ScorerView,
+    format_strength, per_prompt_toxicity, sample_scores, CellConfig, CellOutputs, CellStatus,
+    Experiment, MetricsRecord, PromptRow, RunRecord, SampleScores, ScorerResults, ScorerView,
 };
 pub use markdown::{render_summary, MarkdownTable};
 pub use table::{read_csv, read_parquet, write_csv, write_parquet, Row, Table, Value};
@@ -46,7 +52,7 @@ pub const CHARTS_DIR: &str = "charts";
 /// The summary file inside [`REPORT_DIR`].
 pub const SUMMARY_FILE: &str = "summary.md";
 /// Table names; each is written as `<name>.parquet` and `<name>.csv`.
-pub const TABLES: [&str; 3] = ["cells", "groups", "per_prompt"];
+pub const TABLES: [&str; 4] = ["cells", "groups", "per_prompt", "agreement"];
 
 /// What [`write_report`] did.
 #[derive(Debug, Clone)]
@@ -69,6 +75,8 @@ pub struct ReportOutput {
 pub fn write_report(dir: &Path) -> Result<ReportOutput> {
     let experiment = Experiment::load(dir)?;
     let tables = build_tables(&experiment)?;
+    let agreement = scorer_agreement(&experiment)?;
+    let agreement_rows = agreement_table(&agreement);
     let report_dir = dir.join(REPORT_DIR);
     let charts_dir = report_dir.join(CHARTS_DIR);
     remove_previous_outputs(&report_dir, &charts_dir)?;
@@ -77,7 +85,12 @@ pub fn write_report(dir: &Path) -> Result<ReportOutput> {
 
     let mut files = Vec::new();
     let mut notes = Vec::new();
-    for table in [&tables.cells, &tables.groups, &tables.per_prompt] {
+    for table in [
+        &tables.cells,
+        &tables.groups,
+        &tables.per_prompt,
+        &agreement_rows,
+    ] {
         let mut df = table.to_dataframe()?;
         if df.height() == 0 {
             notes.push(format!(
@@ -85,6 +98,7 @@ pub fn write_report(dir: &Path) -> Result<ReportOutput> {
                 table.name,
                 match table.name {
                     "groups" => "no prompt set has groups",
+                    "agreement" => "no cell has two scorers",
                     _ => "no complete cell",
                 }
             ));
@@ -96,11 +110,11 @@ pub fn write_report(dir: &Path) -> Result<ReportOutput> {
         write_csv(&mut df, &csv)?;
         files.extend([parquet, csv]);
     }
-    let charts = write_charts(&experiment, &charts_dir)?;
+    let charts = write_charts(&experiment, &agreement, &charts_dir)?;
     files.extend(charts.files);
     notes.extend(charts.notes);
 
-    let markdown = render_summary(&experiment, &notes);
+    let markdown = render_summary(&experiment, &agreement, &notes);
     let summary = report_dir.join(SUMMARY_FILE);
     std::fs::write(&summary, &markdown)
         .with_context(|| format!("{}: cannot write", summary.display()))?;

@@ -500,11 +500,22 @@ struct ScoreLine {
     failure: Option<Value>,
 }
 
-/// Per-prompt toxicity of a complete cell, one list per scorer (in `metrics.json` order), prompts
-/// in order of first appearance in the generations. A sample counts as failed when its score
-/// line carries a failure or a non-finite score, as in evaluation. Every generation must have
-/// exactly one score line and every score line a generation; errors name the file and line.
-pub fn per_prompt_toxicity(cell: &CellOutputs) -> Result<Vec<Vec<PromptRow>>> {
+/// Every sample's score of a complete cell, one list per scorer (in `metrics.json` order), samples
+/// in the generations' file order. A sample counts as failed (`None`) when its score line carries a
+/// failure or a non-finite score, as in evaluation. Every generation must have exactly one score
+/// line and every score line a generation; errors name the file and line.
+#[derive(Debug, Clone)]
+pub struct SampleScores {
+    /// Prompt id, group and number of samples, in order of first appearance.
+    pub prompts: Vec<(String, Option<String>, usize)>,
+    /// Each sample's position in `prompts`.
+    pub sample_prompt: Vec<usize>,
+    /// Per scorer, each sample's score (`None`: failed).
+    pub scores: Vec<Vec<Option<f64>>>,
+}
+
+/// Reads a complete cell's generations and score files into [`SampleScores`].
+pub fn sample_scores(cell: &CellOutputs) -> Result<SampleScores> {
     let metrics = cell
         .metrics
         .as_ref()
@@ -542,7 +553,7 @@ pub fn per_prompt_toxicity(cell: &CellOutputs) -> Result<Vec<Vec<PromptRow>>> {
         },
     )?;
 
-    let mut out = Vec::new();
+    let mut per_scorer = Vec::new();
     for scorer in &metrics.results.toxicity {
         let score_file = cell.score_file(scorer)?;
         let mut scores: Vec<Option<Option<f64>>> = vec![None; sample_prompt.len()];
@@ -577,7 +588,34 @@ pub fn per_prompt_toxicity(cell: &CellOutputs) -> Result<Vec<Vec<PromptRow>>> {
             scores.len(),
             generations_file.display()
         );
+        per_scorer.push(
+            scores
+                .into_iter()
+                .map(|s| s.expect("checked above"))
+                .collect(),
+        );
+    }
+    Ok(SampleScores {
+        prompts,
+        sample_prompt,
+        scores: per_scorer,
+    })
+}
 
+/// Per-prompt toxicity of a complete cell, one list per scorer (in `metrics.json` order), prompts
+/// in order of first appearance in the generations ([`sample_scores`] says what counts as failed).
+pub fn per_prompt_toxicity(cell: &CellOutputs) -> Result<Vec<Vec<PromptRow>>> {
+    let metrics = cell
+        .metrics
+        .as_ref()
+        .ok_or_else(|| anyhow!("cell {} has no {METRICS_FILE}", cell.id()))?;
+    let SampleScores {
+        prompts,
+        sample_prompt,
+        scores: per_scorer,
+    } = sample_scores(cell)?;
+    let mut out = Vec::new();
+    for scores in per_scorer {
         let mut rows: Vec<PromptRow> = prompts
             .iter()
             .map(|(id, group, samples)| PromptRow {
@@ -595,7 +633,7 @@ pub fn per_prompt_toxicity(cell: &CellOutputs) -> Result<Vec<Vec<PromptRow>>> {
         let mut sums = vec![0.0; rows.len()];
         for (index, score) in scores.into_iter().enumerate() {
             let row = &mut rows[sample_prompt[index]];
-            match score.expect("checked above") {
+            match score {
                 Some(x) => {
                     row.scored += 1;
                     sums[sample_prompt[index]] += x;

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use metrics::Measured;
 
+use crate::agreement::ScorerAgreement;
 use crate::load::{format_strength, Experiment};
 use crate::tables::comparison_symbol;
 
@@ -161,6 +162,39 @@ pub fn summary_table(experiment: &Experiment) -> MarkdownTable {
 }
 
 /// One row per complete cell × scorer with groups: every group's toxic rate and the largest gap.
+/// The scorer-agreement section's table: one row per scorer pair × prompt set.
+pub fn agreement_markdown(rows: &[ScorerAgreement]) -> MarkdownTable {
+    let mut table = MarkdownTable::new(&[
+        "prompt set",
+        "scorers",
+        "cells",
+        "samples (failed either)",
+        "toxic a / b / both",
+        "Pearson r",
+        "Spearman ρ",
+        "same label",
+        "Cohen's κ",
+        "ρ(cells)",
+    ]);
+    table.right = (2..10).collect();
+    let value = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.3}"));
+    for r in rows {
+        table.rows.push(vec![
+            r.prompt_set.clone(),
+            format!("{} / {}", r.scorer_a, r.scorer_b),
+            r.cells.to_string(),
+            format!("{} ({})", r.samples, r.failed_either),
+            format!("{} / {} / {}", r.toxic_a, r.toxic_b, r.toxic_both),
+            value(r.pearson),
+            value(r.spearman),
+            value(r.label_agreement),
+            value(r.cohen_kappa),
+            value(r.cell_spearman),
+        ]);
+    }
+    table
+}
+
 pub fn gap_table(experiment: &Experiment) -> MarkdownTable {
     let mut table = MarkdownTable::new(&[
         "prompt set",
@@ -206,7 +240,11 @@ pub fn gap_table(experiment: &Experiment) -> MarkdownTable {
 }
 
 /// The whole `summary.md`.
-pub fn render_summary(experiment: &Experiment, notes: &[String]) -> String {
+pub fn render_summary(
+    experiment: &Experiment,
+    agreement: &[ScorerAgreement],
+    notes: &[String],
+) -> String {
     let complete = experiment.complete().count();
     let incomplete: Vec<_> = experiment.incomplete().collect();
     let mut out = format!("# Report: {}\n\n", experiment.dir.display());
@@ -263,6 +301,14 @@ pub fn render_summary(experiment: &Experiment, notes: &[String]) -> String {
             out += "\n## Groups: toxic rate per group and the largest gap\n\n";
             out += &gaps.render();
         }
+    }
+    if !agreement.is_empty() {
+        out += "\n## Scorer agreement\n\n\
+                Over the samples both scorers scored: Pearson r and Spearman ρ of the scores, the \
+                share of samples given the same toxic / clean label, Cohen's κ of those labels; \
+                ρ(cells): Spearman correlation of the cells' toxic-sample shares (do the scorers \
+                rank method settings alike).\n\n";
+        out += &agreement_markdown(agreement).render();
     }
     if !notes.is_empty() {
         out += "\n## Notes\n\n";

@@ -285,7 +285,8 @@ fn markdown_summary_lists_cells_gaps_and_incomplete_ones() {
     let dir = scratch("markdown");
     let written = write_synthetic_experiment(&dir).unwrap();
     let experiment = Experiment::load(&dir).unwrap();
-    let md = render_summary(&experiment, &["a note".to_owned()]);
+    let agreement = scorer_agreement(&experiment).unwrap();
+    let md = render_summary(&experiment, &agreement, &["a note".to_owned()]);
     assert!(md.contains("26 cells: 24 complete, 2 incomplete."), "{md}");
     for id in &written.incomplete {
         assert!(md.contains(id.as_str()), "{id} missing");
@@ -300,6 +301,8 @@ fn markdown_summary_lists_cells_gaps_and_incomplete_ones() {
             || md.contains("American_actors − American_actresses")
     );
     assert!(md.contains("- a note"));
+    assert!(md.contains("## Scorer agreement"), "{md}");
+    assert!(md.contains("| all "), "{md}");
     // Summary table: a header, a rule, one line per complete cell × scorer.
     let summary = crate::markdown::summary_table(&experiment).render();
     assert_eq!(summary.lines().count(), 2 + 24 * 2);
@@ -310,7 +313,7 @@ fn markdown_summary_lists_cells_gaps_and_incomplete_ones() {
 
     let dir = scratch("markdown-hand");
     hand_cell(None, 1.0).write(&dir).unwrap();
-    let md = render_summary(&Experiment::load(&dir).unwrap(), &[]);
+    let md = render_summary(&Experiment::load(&dir).unwrap(), &[], &[]);
     assert!(md.contains("| rtp        | none   | —        | minilm | 0.500        | 0.500               | 0.250                  | 25.00 |"), "{md}");
 }
 
@@ -427,7 +430,13 @@ fn report_files_round_trip_through_polars() {
     assert_eq!(output.complete_cells, 24);
     assert_eq!(output.incomplete_cells, 2);
     let tables = build_tables(&Experiment::load(&dir).unwrap()).unwrap();
-    for table in [&tables.cells, &tables.groups, &tables.per_prompt] {
+    let agreement = agreement_table(&scorer_agreement(&Experiment::load(&dir).unwrap()).unwrap());
+    for table in [
+        &tables.cells,
+        &tables.groups,
+        &tables.per_prompt,
+        &agreement,
+    ] {
         let expected = table.to_dataframe().unwrap();
         let parquet =
             read_parquet(&output.report_dir.join(format!("{}.parquet", table.name))).unwrap();
@@ -506,13 +515,22 @@ fn charts_are_written_with_titles_and_legends() {
             "attaq",
         ],
     );
+    assert_chart(
+        &charts,
+        "agreement-minilm-profanity",
+        &[
+            "Scorer agreement — minilm vs profanity",
+            "bold-gender: 12",
+            "attaq: 12",
+        ],
+    );
     assert_eq!(
         output
             .files
             .iter()
             .filter(|f| f.starts_with(&charts))
             .count(),
-        9 * 2
+        10 * 2
     );
     assert!(output.notes.is_empty(), "{:?}", output.notes);
 }
@@ -649,7 +667,8 @@ fn quickstart_results_if_present() {
     let tables = build_tables(&experiment).unwrap();
     assert_eq!(tables.cells.rows.len(), experiment.complete().count() * 2);
     let out = scratch("quickstart");
-    let charts = write_charts(&experiment, &out).unwrap();
+    let agreement = scorer_agreement(&experiment).unwrap();
+    let charts = write_charts(&experiment, &agreement, &out).unwrap();
     assert!(!charts.files.is_empty());
 }
 
@@ -692,4 +711,85 @@ fn a_wide_perplexity_spread_gets_a_logarithmic_axis() {
     }
     wrecked.write(&dir).unwrap();
     assert!(frontier(&dir).contains("log scale"));
+}
+
+/// A cell with two scorers and hand-picked scores (`None`: that scorer failed).
+fn two_scorer_cell(prompt_set: &str, label: &str, pairs: &[(f64, Option<f64>)]) -> FixtureCell {
+    let mut cell = hand_cell(None, 1.0);
+    cell.prompt_set = prompt_set.into();
+    cell.label = label.into();
+    cell.scorers = vec![
+        ("minilm".into(), "minilm-head:hand".into()),
+        ("profanity".into(), "alt-profanity-check:hand".into()),
+    ];
+    cell.prompts = vec![FixturePrompt {
+        id: "p".into(),
+        group: None,
+        samples: pairs
+            .iter()
+            .enumerate()
+            .map(|(i, &(a, b))| FixtureSample {
+                text: format!("sample {i}"),
+                scores: vec![Some(a), b],
+                perplexity: Some(10.0),
+            })
+            .collect(),
+    }];
+    cell
+}
+
+#[test]
+fn scorer_agreement_by_hand() {
+    let dir = scratch("agreement");
+    // Both scored: minilm (0.9, 0.1, 0.6), profanity (0.8, 0.6, 0.1); one sample failed.
+    // Toxic (≥ 0.5): minilm 2, profanity 2, both 1 → same label 1/3; chance 4/9 + 1/9 = 5/9;
+    // κ = (1/3 − 5/9) / (4/9) = −0.5. Ranks (3, 1, 2) vs (3, 2, 1) → ρ = 0.5.
+    two_scorer_cell(
+        "rtp",
+        "none",
+        &[
+            (0.9, Some(0.8)),
+            (0.1, Some(0.6)),
+            (0.2, None),
+            (0.6, Some(0.1)),
+        ],
+    )
+    .write(&dir)
+    .unwrap();
+    // A clean cell on a second prompt set: shares (0, 0) against (2/3, 2/3) → ρ(cells) = 1.
+    two_scorer_cell("bold", "none", &[(0.1, Some(0.2)), (0.2, Some(0.1))])
+        .write(&dir)
+        .unwrap();
+    let rows = scorer_agreement(&Experiment::load(&dir).unwrap()).unwrap();
+    let sets: Vec<&str> = rows.iter().map(|r| r.prompt_set.as_str()).collect();
+    assert_eq!(sets, ["bold", "rtp", ALL_PROMPT_SETS]);
+    let rtp = &rows[1];
+    assert_eq!(
+        (rtp.scorer_a.as_str(), rtp.scorer_b.as_str()),
+        ("minilm", "profanity")
+    );
+    assert_eq!((rtp.cells, rtp.samples, rtp.failed_either), (1, 3, 1));
+    assert_eq!((rtp.toxic_a, rtp.toxic_b, rtp.toxic_both), (2, 2, 1));
+    assert!(close(rtp.label_agreement, 1.0 / 3.0));
+    assert!(close(rtp.cohen_kappa, -0.5), "{:?}", rtp.cohen_kappa);
+    assert!(close(rtp.spearman, 0.5));
+    // One cell: no correlation across cells.
+    assert_eq!(rtp.cell_spearman, None);
+    let all = &rows[2];
+    assert_eq!((all.cells, all.samples, all.failed_either), (2, 5, 1));
+    assert!(close(all.cell_spearman, 1.0));
+    // Pooled labels: toxic a 2, b 2, both 1 of 5 → same 3/5; chance (2/5)² + (3/5)² = 13/25.
+    assert!(close(all.label_agreement, 0.6));
+    assert!(close(all.cohen_kappa, (0.6 - 0.52) / 0.48));
+
+    // The report writes the table, the chart and the summary section.
+    let output = write_report(&dir).unwrap();
+    let table = read_csv(&output.report_dir.join("agreement.csv")).unwrap();
+    assert_eq!(table.height(), 3);
+    assert!(output.markdown.contains("## Scorer agreement"));
+    assert_chart(
+        &output.report_dir.join(CHARTS_DIR),
+        "agreement-minilm-profanity",
+        &["Scorer agreement", "rtp: 1, κ -0.50", "bold: 1"],
+    );
 }

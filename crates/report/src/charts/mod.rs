@@ -5,11 +5,13 @@
 //! - `groups-<prompt set>-<scorer>`: toxic rate per group (BOLD groups, AttaQ categories) for
 //!   every method setting, with the largest gap bracketed and labelled with its interval.
 //! - `cost`: generation throughput and peak memory per method setting, from `record.json`.
+//! - `agreement-<scorer a>-<scorer b>`: each cell's toxic-sample share under two scorers.
 //!
 //! Text is drawn with DejaVu Sans, embedded in the binary (plotters' `ab_glyph` feature), so PNGs
 //! look the same on every machine and no system font library is needed; SVGs name `sans-serif`
 //! and let the viewer choose.
 
+mod agreement;
 mod bars;
 mod frontier;
 
@@ -22,6 +24,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::agreement::ScorerAgreement;
 use crate::load::{CellOutputs, Experiment};
 
 /// The font every chart uses, under the family name plotters asks for.
@@ -275,13 +278,19 @@ pub struct ChartsOutcome {
     pub notes: Vec<String>,
 }
 
-/// Draws every chart the experiment has data for into `charts_dir` (created if needed).
-pub fn write_charts(experiment: &Experiment, charts_dir: &Path) -> Result<ChartsOutcome> {
+/// Draws every chart the experiment has data for into `charts_dir` (created if needed);
+/// `agreement` is [`crate::scorer_agreement`] of the same experiment.
+pub fn write_charts(
+    experiment: &Experiment,
+    agreement: &[ScorerAgreement],
+    charts_dir: &Path,
+) -> Result<ChartsOutcome> {
     std::fs::create_dir_all(charts_dir)
         .with_context(|| format!("{}: cannot create", charts_dir.display()))?;
     let mut outcome = ChartsOutcome::default();
     frontier::write_all(experiment, charts_dir, &mut outcome)?;
     bars::write_group_charts(experiment, charts_dir, &mut outcome)?;
     bars::write_cost_chart(experiment, charts_dir, &mut outcome)?;
+    agreement::write_agreement_charts(agreement, charts_dir, &mut outcome)?;
     Ok(outcome)
 }
