@@ -65,7 +65,11 @@ pub fn spearman(pairs: &[(f64, f64)]) -> Option<f64> {
     pearson(&average_ranks(&xs), &average_ranks(&ys))
 }
 
-fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+/// Pearson correlation; `None` with fewer than two values, unequal lengths or a constant side.
+pub fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() < 2 || x.len() != y.len() {
+        return None;
+    }
     let n = x.len() as f64;
     let mx = x.iter().sum::<f64>() / n;
     let my = y.iter().sum::<f64>() / n;
@@ -129,6 +133,16 @@ mod tests {
             vec![2.0, 3.5, 1.0, 3.5]
         );
         assert_eq!(average_ranks(&[1.0, 1.0, 1.0]), vec![2.0, 2.0, 2.0]);
+    }
+
+    #[test]
+    fn pearson_by_hand() {
+        // x = 1..4, y = 1, 3, 2, 4: Σdxdy = 4, Σdx² = Σdy² = 5, so r = 0.8.
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!(close(pearson(&x, &[1.0, 3.0, 2.0, 4.0]), 0.8));
+        assert_eq!(pearson(&x, &[1.0; 4]), None);
+        assert_eq!(pearson(&[1.0], &[1.0]), None);
+        assert_eq!(pearson(&x, &[1.0, 2.0]), None);
     }
 
     #[test]

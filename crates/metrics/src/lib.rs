@@ -24,7 +24,9 @@ mod policy;
 mod toxicity;
 mod types;
 
-pub use agreement::{average_ranks, scorer_agreement, spearman, Agreement, DuplicatePromptId};
+pub use agreement::{
+    average_ranks, pearson, scorer_agreement, spearman, Agreement, DuplicatePromptId,
+};
 pub use bootstrap::bootstrap_mean_ci;
 pub use classification::roc_auc;
 pub use distinct::{distinct_n, distinctness, prompt_distinct_n, Distinctness};

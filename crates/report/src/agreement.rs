@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
+use metrics::{pearson, spearman};
 
 use crate::load::{sample_scores, Experiment};
 use crate::table::{Row, Table};
@@ -157,6 +158,9 @@ pub fn scorer_agreement(experiment: &Experiment) -> Result<Vec<ScorerAgreement>>
             };
             let share_a: Vec<f64> = p.cells.iter().map(|c| c.share_a).collect();
             let share_b: Vec<f64> = p.cells.iter().map(|c| c.share_b).collect();
+            let pairs = |a: &[f64], b: &[f64]| -> Vec<(f64, f64)> {
+                a.iter().copied().zip(b.iter().copied()).collect()
+            };
             out.push(ScorerAgreement {
                 prompt_set: set.to_owned(),
                 scorer_a: a.clone(),
@@ -168,10 +172,10 @@ pub fn scorer_agreement(experiment: &Experiment) -> Result<Vec<ScorerAgreement>>
                 toxic_b: p.toxic_b,
                 toxic_both: p.toxic_both,
                 pearson: pearson(&p.a, &p.b),
-                spearman: spearman(&p.a, &p.b),
+                spearman: spearman(&pairs(&p.a, &p.b)),
                 label_agreement,
                 cohen_kappa,
-                cell_spearman: spearman(&share_a, &share_b),
+                cell_spearman: spearman(&pairs(&share_a, &share_b)),
                 cell_shares: p.cells,
             });
         }
@@ -203,67 +207,4 @@ pub fn agreement_table(rows: &[ScorerAgreement]) -> Table {
         })
         .collect();
     Table::new("agreement", rows)
-}
-
-/// Pearson correlation; `None` with fewer than two values or a constant side.
-pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
-    let n = a.len();
-    if n < 2 || b.len() != n {
-        return None;
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / n as f64;
-    let (ma, mb) = (mean(a), mean(b));
-    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
-    for (x, y) in a.iter().zip(b) {
-        sab += (x - ma) * (y - mb);
-        saa += (x - ma) * (x - ma);
-        sbb += (y - mb) * (y - mb);
-    }
-    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
-}
-
-/// Spearman correlation: Pearson on ranks, tied values sharing their mean rank.
-pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
-    pearson(&ranks(a), &ranks(b))
-}
-
-fn ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&i, &j| values[i].total_cmp(&values[j]));
-    let mut out = vec![0.0; values.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
-            end += 1;
-        }
-        // Positions start..end (0-based) share the mean of ranks start+1..=end.
-        let rank = (start + end + 1) as f64 / 2.0;
-        for &i in &order[start..end] {
-            out[i] = rank;
-        }
-        start = end;
-    }
-    out
-}
-
-#[cfg(test)]
-mod unit {
-    use super::*;
-
-    #[test]
-    fn ranks_share_ties_and_correlations_match_hand_values() {
-        assert_eq!(ranks(&[0.3, 0.1, 0.3, 0.9]), vec![2.5, 1.0, 2.5, 4.0]);
-        let a = [1.0, 2.0, 3.0, 4.0];
-        assert!((pearson(&a, &[2.0, 4.0, 6.0, 8.0]).unwrap() - 1.0).abs() < 1e-12);
-        assert!((pearson(&a, &[4.0, 3.0, 2.0, 1.0]).unwrap() + 1.0).abs() < 1e-12);
-        // x = 1..4, y = 1, 3, 2, 4: Σdxdy = 4, Σdx² = Σdy² = 5, so r = 0.8.
-        assert!((pearson(&a, &[1.0, 3.0, 2.0, 4.0]).unwrap() - 0.8).abs() < 1e-12);
-        // Monotone but not linear: Spearman 1, Pearson below.
-        let cubic = [1.0, 8.0, 27.0, 64.0];
-        assert!((spearman(&a, &cubic).unwrap() - 1.0).abs() < 1e-12);
-        assert!(pearson(&a, &cubic).unwrap() < 0.99);
-        assert_eq!(pearson(&a, &[1.0; 4]), None);
-        assert_eq!(pearson(&[1.0], &[1.0]), None);
-    }
 }

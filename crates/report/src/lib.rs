@@ -33,8 +33,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 pub use agreement::{
-    agreement_table, pearson, scorer_agreement, spearman, CellShares, ScorerAgreement,
-    ALL_PROMPT_SETS,
+    agreement_table, scorer_agreement, CellShares, ScorerAgreement, ALL_PROMPT_SETS,
 };
 pub use charts::{write_charts, ChartsOutcome};
 pub use compare::{compare, CompareRow, Compared, Comparison, MatchKey, Side};
