@@ -169,6 +169,17 @@ pub fn run(args: &TrainFinetuneArgs) -> Result<()> {
 
     let rounds = plan::rounds(plan.objective, plan.schedule, plan.iterations);
     let schedule_path = out.join(SCHEDULE_FILE);
+    // A resumed run keeps the wall times its earlier invocations measured for rounds it does not
+    // rerun (a round's jobs are all done: nothing to time now).
+    let earlier_walls: Vec<Option<f64>> = if schedule_path.is_file() {
+        let text = std::fs::read_to_string(&schedule_path)
+            .with_context(|| format!("{}: cannot read", schedule_path.display()))?;
+        let earlier: ScheduleRecord = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a schedule record", schedule_path.display()))?;
+        earlier.rounds.iter().map(|r| r.wall_seconds).collect()
+    } else {
+        Vec::new()
+    };
     let mut record = ScheduleRecord {
         plan: plan.name.clone(),
         schedule: plan.schedule,
@@ -239,7 +250,14 @@ pub fn run(args: &TrainFinetuneArgs) -> Result<()> {
         } else {
             job_records.iter().map(per_job).sum()
         };
-        let wall_seconds = (pending.len() == jobs.len()).then(|| started.elapsed().as_secs_f64());
+        // Only a round run whole here has a wall time; a partly resumed one has none.
+        let wall_seconds = if pending.len() == jobs.len() {
+            Some(started.elapsed().as_secs_f64())
+        } else if pending.is_empty() {
+            earlier_walls.get(i).copied().flatten()
+        } else {
+            None
+        };
         for r in &job_records {
             note!(
                 "  {}: {:.1}s wall, {:.1}s CPU on {} thread(s)",

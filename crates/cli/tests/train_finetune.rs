@@ -111,6 +111,18 @@ fn a_parallel_schedule_trains_resumes_and_its_checkpoints_decode_from_a_spec() {
         !log.contains("round 1/3:") && !log.contains("round 2/3:"),
         "{log}"
     );
+    // Rounds 1 and 2 did not rerun and keep the wall times measured the first time; round 3 ran
+    // whole again and has a new one.
+    let resumed = json(&run.join("schedule.json"));
+    let walls: Vec<Option<f64>> = resumed["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["wall_seconds"].as_f64())
+        .collect();
+    assert_eq!(walls[0], rounds[0]["wall_seconds"].as_f64());
+    assert_eq!(walls[1], rounds[1]["wall_seconds"].as_f64());
+    assert!(walls[2].is_some_and(|w| w > 0.0), "{walls:?}");
     // A changed spec does not resume someone else's run.
     std::fs::write(dir.join("ft.yaml"), spec(model, "run", "seed: 9\n")).unwrap();
     let err = failed(&detox(&dir, &["train", "finetune", "ft.yaml", "--resume"]));
