@@ -11,7 +11,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
-use super::{anchored, file_part, font, palette, save, ChartsOutcome, Figure, TEXT_GREY};
+use super::{
+    anchored, draw_header, file_part, font, palette, save, ChartsOutcome, Figure, TEXT_GREY,
+};
 use crate::agreement::{ScorerAgreement, ALL_PROMPT_SETS};
 
 struct AgreementChart {
@@ -79,14 +81,8 @@ impl Figure for AgreementChart {
     where
         DB::ErrorType: 'static,
     {
-        root.fill(&WHITE)?;
         let (width, _) = root.dim_in_pixel();
-        let (header, body) = root.split_vertically(78);
-        header.draw(&Text::new(
-            format!("Scorer agreement — {} vs {}", self.scorer_a, self.scorer_b),
-            (width as i32 / 2, 14),
-            anchored(26.0, HPos::Center, VPos::Top),
-        ))?;
+        let title = format!("Scorer agreement — {} vs {}", self.scorer_a, self.scorer_b);
         let mut subtitle =
             "One point per cell: share of its samples each scorer calls toxic (samples both scored)"
                 .to_owned();
@@ -98,11 +94,7 @@ impl Figure for AgreementChart {
                 p.samples
             );
         }
-        header.draw(&Text::new(
-            subtitle,
-            (width as i32 / 2, 50),
-            anchored(16.0, HPos::Center, VPos::Top).color(&TEXT_GREY),
-        ))?;
+        let body = draw_header(root, &title, &[subtitle])?;
         let (plot, legend) = body.split_horizontally(width - LEGEND_WIDTH);
         let top = self
             .sets

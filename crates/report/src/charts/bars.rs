@@ -14,7 +14,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::{
-    anchored, file_part, font, palette, save, text_size, ChartsOutcome, Figure, Naming, TEXT_GREY,
+    anchored, draw_header, file_part, font, header_height, palette, save, text_size, ChartsOutcome,
+    Figure, Naming,
 };
 use crate::load::{CellOutputs, Experiment, ScorerView};
 
@@ -94,10 +95,6 @@ struct BarChart {
 
 const LEGEND_WIDTH: u32 = 260;
 
-fn header_height(subtitle_lines: usize) -> u32 {
-    58 + 24 * subtitle_lines as u32
-}
-
 /// Width of one cluster in pixels: room for its bars and for the gap text above them.
 fn cluster_width(series: usize) -> u32 {
     let bar = if series <= 3 { 36 } else { 19 };
@@ -120,21 +117,8 @@ impl Figure for BarChart {
     where
         DB::ErrorType: 'static,
     {
-        root.fill(&WHITE)?;
         let (width, _) = root.dim_in_pixel();
-        let (header, body) = root.split_vertically(header_height(self.subtitle.len()));
-        header.draw(&Text::new(
-            self.title.clone(),
-            (width as i32 / 2, 14),
-            anchored(26.0, HPos::Center, VPos::Top),
-        ))?;
-        for (i, line) in self.subtitle.iter().enumerate() {
-            header.draw(&Text::new(
-                line.clone(),
-                (width as i32 / 2, 50 + 24 * i as i32),
-                anchored(16.0, HPos::Center, VPos::Top).color(&TEXT_GREY),
-            ))?;
-        }
+        let body = draw_header(root, &self.title, &self.subtitle)?;
         let (plots, legend) = body.split_horizontally(width - LEGEND_WIDTH);
         let areas = plots.split_evenly((self.panels.len(), 1));
         for (area, panel) in areas.iter().zip(&self.panels) {

@@ -13,8 +13,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 
 use super::{
-    anchored, file_part, font, palette, save, star, text_size, ChartsOutcome, Figure, LabelPlacer,
-    Naming, TEXT_GREY,
+    anchored, draw_header, file_part, font, palette, save, star, text_size, ChartsOutcome, Figure,
+    LabelPlacer, Naming, TEXT_GREY,
 };
 use crate::load::{format_strength, Experiment, ScorerView};
 
@@ -191,28 +191,18 @@ impl Figure for FrontierChart {
     where
         DB::ErrorType: 'static,
     {
-        root.fill(&WHITE)?;
         let (width, _) = root.dim_in_pixel();
-        let (header, body) = root.split_vertically(78);
-        header.draw(&Text::new(
-            format!(
-                "Toxicity vs fluency — prompt set {}, scorer {}",
-                self.prompt_set, self.scorer
-            ),
-            (width as i32 / 2, 14),
-            anchored(26.0, HPos::Center, VPos::Top),
-        ))?;
+        let title = format!(
+            "Toxicity vs fluency — prompt set {}, scorer {}",
+            self.prompt_set, self.scorer
+        );
         let mut subtitle = String::from(
             "Each line is one method through its strengths (numbers next to points); whiskers: 95 % bootstrap intervals over prompts",
         );
         if self.left_out > 0 {
             subtitle += &format!("; {} cells without a value left out", self.left_out);
         }
-        header.draw(&Text::new(
-            subtitle,
-            (width as i32 / 2, 50),
-            anchored(16.0, HPos::Center, VPos::Top).color(&TEXT_GREY),
-        ))?;
+        let body = draw_header(root, &title, &[subtitle])?;
         let (plots, legend) = body.split_horizontally(width - LEGEND_WIDTH);
         let areas = plots.split_evenly((1, self.panels.len()));
         for (area, (metric, series)) in areas.iter().zip(&self.panels) {

@@ -69,6 +69,39 @@ fn anchored(size: f64, h: HPos, v: VPos) -> TextStyle<'static> {
     font(size).pos(Pos::new(h, v))
 }
 
+/// Height of a figure's header: the title and `subtitle_lines` grey lines under it.
+fn header_height(subtitle_lines: usize) -> u32 {
+    58 + 24 * subtitle_lines as u32
+}
+
+/// Fills the figure white, draws the title and the grey subtitle lines centred at its top, and
+/// returns the area below them.
+fn draw_header<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    subtitle: &[String],
+) -> Result<DrawingArea<DB, Shift>>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (width, _) = root.dim_in_pixel();
+    let (header, body) = root.split_vertically(header_height(subtitle.len()));
+    header.draw(&Text::new(
+        title,
+        (width as i32 / 2, 14),
+        anchored(26.0, HPos::Center, VPos::Top),
+    ))?;
+    for (i, line) in subtitle.iter().enumerate() {
+        header.draw(&Text::new(
+            line.as_str(),
+            (width as i32 / 2, 50 + 24 * i as i32),
+            anchored(16.0, HPos::Center, VPos::Top).color(&TEXT_GREY),
+        ))?;
+    }
+    Ok(body)
+}
+
 /// A chart that can draw itself on any plotters backend.
 trait Figure {
     fn size(&self) -> (u32, u32);
