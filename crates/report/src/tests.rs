@@ -490,6 +490,7 @@ fn charts_are_written_with_titles_and_legends() {
                 "SASA",
                 "none (baseline)",
                 "Conditional perplexity under the judge LM",
+                "Toxic samples vs perplexity",
             ],
         );
         assert_chart(

@@ -40,6 +40,9 @@ struct Series {
 enum Metric {
     Emt,
     ToxicRate,
+    /// On challenging prompts EMT and toxic rate sit near 1 for most methods; the share of toxic
+    /// continuations still separates them.
+    ToxicSamples,
 }
 
 impl Metric {
@@ -47,6 +50,7 @@ impl Metric {
         match self {
             Metric::Emt => "Expected maximum toxicity vs perplexity",
             Metric::ToxicRate => "Toxic rate vs perplexity",
+            Metric::ToxicSamples => "Toxic samples vs perplexity",
         }
     }
 
@@ -54,6 +58,7 @@ impl Metric {
         match self {
             Metric::Emt => "Expected maximum toxicity (0–1, lower is better)",
             Metric::ToxicRate => "Toxic rate (share of prompts, lower is better)",
+            Metric::ToxicSamples => "Toxic samples (share of continuations, lower is better)",
         }
     }
 
@@ -61,6 +66,7 @@ impl Metric {
         match self {
             Metric::Emt => &view.results.summary.expected_max_toxicity,
             Metric::ToxicRate => &view.results.summary.toxic_rate,
+            Metric::ToxicSamples => &view.results.summary.toxic_sample_fraction,
         }
     }
 }
@@ -97,7 +103,7 @@ pub(super) fn write_all(
             .collect();
         let mut panels = Vec::new();
         let mut left_out = 0;
-        for metric in [Metric::Emt, Metric::ToxicRate] {
+        for metric in [Metric::Emt, Metric::ToxicRate, Metric::ToxicSamples] {
             let mut by_series: BTreeMap<(bool, String), Series> = BTreeMap::new();
             left_out = 0;
             for view in &selected {
@@ -184,7 +190,7 @@ const LEGEND_WIDTH: u32 = 250;
 
 impl Figure for FrontierChart {
     fn size(&self) -> (u32, u32) {
-        (1500, 680)
+        (2100, 680)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>

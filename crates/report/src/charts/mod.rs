@@ -41,8 +41,9 @@ fn register_fonts() {
     });
 }
 
-/// Tableau 10: distinct hues that stay apart for the colour-blind and in greyscale print.
-const PALETTE: [RGBColor; 10] = [
+/// Tableau 10 (distinct hues that stay apart for the colour-blind and in greyscale print), then
+/// darker shades of the same hues, so a comparison of up to 20 methods repeats no colour.
+const PALETTE: [RGBColor; 20] = [
     RGBColor(0x4E, 0x79, 0xA7),
     RGBColor(0xF2, 0x8E, 0x2B),
     RGBColor(0xE1, 0x57, 0x59),
@@ -53,6 +54,16 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(0xFF, 0x9D, 0xA7),
     RGBColor(0x9C, 0x75, 0x5F),
     RGBColor(0xBA, 0xB0, 0xAC),
+    RGBColor(0x2A, 0x45, 0x66),
+    RGBColor(0xA3, 0x5A, 0x10),
+    RGBColor(0x9A, 0x2A, 0x2C),
+    RGBColor(0x3B, 0x7A, 0x75),
+    RGBColor(0x2F, 0x5E, 0x28),
+    RGBColor(0x9E, 0x82, 0x1C),
+    RGBColor(0x6E, 0x45, 0x63),
+    RGBColor(0xC2, 0x55, 0x62),
+    RGBColor(0x5C, 0x43, 0x34),
+    RGBColor(0x6E, 0x66, 0x63),
 ];
 
 fn palette(i: usize) -> RGBColor {
