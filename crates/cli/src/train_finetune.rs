@@ -378,13 +378,8 @@ fn policy_dir(plan: &Plan, k: usize) -> PathBuf {
 fn seeded_order<T>(items: &mut [T], seed: u64, id: impl Fn(&T) -> &str) {
     // FNV-1a alone leaves ids with a long common prefix (`wikitext2:valid-17`) close together in
     // its top bits, so sorting by it would cluster a source; splitmix64's finaliser spreads them.
-    let mix = |mut z: u64| {
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
     items.sort_by_key(|item| {
-        mix(paths::stable_hash(
+        paths::hash::splitmix64(paths::stable_hash(
             format!("{seed}|{}", id(item)).as_bytes(),
         ))
     });

@@ -7,18 +7,9 @@
 
 use std::collections::HashMap;
 
-/// 64-bit key of an id under a seed: FNV-1a over the bytes, then the SplitMix64 finaliser so that
-/// nearby seeds and ids give unrelated keys.
+/// 64-bit key of an id under a seed ([`paths::hash::seeded_key`]).
 pub(crate) fn key(seed: u64, id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for &b in id.as_bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    paths::hash::seeded_key(seed, id)
 }
 
 /// Keeps the `n` items with the smallest keys (ties broken by id), in input order. Returns the

@@ -96,19 +96,5 @@ pub fn minilm_dir() -> PathBuf {
     state_dir().join("scorers").join("minilm")
 }
 
-/// FNV-1a, 64 bit: stable across Rust versions and platforms (std's hashers promise neither), so
-/// seeds and fingerprints written to disk stay valid.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn stable_hash_is_fnv1a_64() {
-        assert_eq!(super::stable_hash(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(super::stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
-}
+pub mod hash;
+pub use hash::stable_hash;

@@ -69,9 +69,7 @@ impl FixtureCell {
             "scorers": self.scorers,
         })
         .to_string();
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+        let hash = paths::stable_hash(key.as_bytes());
         format!("{hash:016x}")
     }
 
@@ -285,16 +283,12 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// splitmix64: a tiny deterministic generator, so fixtures are the same on every machine.
-struct Random(u64);
+/// splitmix64 ([`paths::hash::SplitMix64`]): fixtures are the same on every machine.
+struct Random(paths::hash::SplitMix64);
 
 impl Random {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
@@ -419,7 +413,9 @@ pub fn write_synthetic_experiment(dir: &Path) -> Result<SyntheticExperiment> {
             .insert(set.to_string(), groups.len() * prompts_per_group(set));
         for (setting_index, &(profile, strength)) in settings.iter().enumerate() {
             let method = profile.name;
-            let mut random = Random(1000 * set_index as u64 + setting_index as u64);
+            let mut random = Random(paths::hash::SplitMix64(
+                1000 * set_index as u64 + setting_index as u64,
+            ));
             let s = strength.unwrap_or(0.0);
             let mut prompts = Vec::new();
             for (group, exponent) in groups {

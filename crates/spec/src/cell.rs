@@ -313,14 +313,8 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// FNV-1a, 128-bit.
-pub fn fnv1a_128(bytes: &[u8]) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    bytes
-        .iter()
-        .fold(OFFSET, |h, b| (h ^ u128::from(*b)).wrapping_mul(PRIME))
-}
+/// FNV-1a, 128-bit ([`paths::hash::fnv1a_128`]).
+pub use paths::hash::fnv1a_128;
 
 /// Removes `.` and resolves `..` lexically (no file-system access).
 pub fn normalize(path: &Path) -> PathBuf {
