@@ -9,7 +9,7 @@ use clap::Args;
 use lm::DeviceChoice;
 
 use crate::labelled;
-use crate::scorers;
+
 
 #[derive(Args, Debug)]
 pub struct AuditScorerArgs {
@@ -30,7 +30,7 @@ pub struct AuditScorerArgs {
 }
 
 pub fn run(args: &AuditScorerArgs) -> Result<()> {
-    let mut scorer = scorers::build(&args.scorer, args.device)?;
+    let mut scorer = probe::build_scorer(&args.scorer, args.device)?;
     let set = labelled::load(&args.labelled, Some(args.per_label), 0)?;
     let (_, held_out) = labelled::split(&set);
     let texts: Vec<&str> = held_out.iter().map(|t| t.text.as_str()).collect();

@@ -20,7 +20,6 @@ mod record;
 mod report_cmd;
 mod run;
 mod score_cmd;
-mod scorers;
 mod train_finetune;
 mod train_fusion;
 mod train_rad;

@@ -19,7 +19,7 @@ use score::{ScoreFailure, ScoreResult};
 use serde::{Deserialize, Serialize};
 
 use crate::evaluate::read_generations;
-use crate::{jsonl, scorers};
+use crate::jsonl;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
@@ -80,7 +80,7 @@ pub fn failure_kind(failure: &ScoreFailure) -> String {
 pub fn run(args: &ScoreArgs) -> Result<()> {
     ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
     let generations = read_generations(&args.input)?;
-    let mut scorer = scorers::build(&args.scorer, args.device)?;
+    let mut scorer = probe::build_scorer(&args.scorer, args.device)?;
     let id = scorer.id();
 
     let mut done = HashSet::new();

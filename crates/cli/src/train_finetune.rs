@@ -421,7 +421,7 @@ fn load_part(part: &MixPart, seed: u64) -> Result<Vec<MixText>> {
 /// Loads, caps and (for the filtering baseline) filters the data mix, and writes it.
 fn build_mix(plan: &Plan) -> Result<()> {
     let mut scorer = match &plan.filter {
-        Some(rule) => Some(crate::scorers::build(&rule.scorer, plan.device.parse()?)?),
+        Some(rule) => Some(probe::build_scorer(&rule.scorer, plan.device.parse()?)?),
         None => None,
     };
     let mut mix = Vec::new();
@@ -654,7 +654,7 @@ fn sample_job(plan: &Plan, k: usize, device: DeviceChoice) -> Result<serde_json:
         .iter()
         .map(|g| loaded.tokenizer.decode(&g.token_ids))
         .collect::<Result<_>>()?;
-    let mut scorer = crate::scorers::build(&label.scorer, device)?;
+    let mut scorer = probe::build_scorer(&label.scorer, device)?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let scores = scorer.score_batch(&refs);
     let mut rows = Vec::with_capacity(generations.len());

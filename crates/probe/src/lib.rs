@@ -5,9 +5,11 @@
 pub mod classifier;
 pub mod embed;
 pub mod head;
+pub mod registry;
 pub mod scorer;
 
 pub use classifier::HfClassifierScorer;
 pub use embed::MiniLmEmbedder;
 pub use head::{ProbeHead, TrainOptions};
+pub use registry::{build as build_scorer, SCORER_NAMES};
 pub use scorer::MiniLmScorer;

@@ -1,4 +1,5 @@
-//! The scorers `detox` can build by name.
+//! The scorer registry: every toxicity scorer a spec or command can name, built by that name.
+//! One place for the experiment pipeline, fine-tuning's labelling and the audit.
 
 use anyhow::{bail, Result};
 use lm::DeviceChoice;
@@ -16,9 +17,9 @@ pub fn build(name: &str, device: DeviceChoice) -> Result<Box<dyn ToxicityScorer>
         "minilm" => {
             let encoder = paths::require(&paths::minilm_dir(), "the MiniLM encoder")
                 .map_err(anyhow::Error::msg)?;
-            Box::new(probe::MiniLmScorer::load(
+            Box::new(crate::MiniLmScorer::load(
                 &encoder,
-                &probe::MiniLmScorer::default_head(),
+                &crate::MiniLmScorer::default_head(),
                 device,
             )?)
         }
@@ -32,7 +33,7 @@ pub fn build(name: &str, device: DeviceChoice) -> Result<Box<dyn ToxicityScorer>
                 Some((dir, label)) => (dir, Some(label)),
                 None => (spec, None),
             };
-            Box::new(probe::HfClassifierScorer::load(
+            Box::new(crate::HfClassifierScorer::load(
                 std::path::Path::new(dir),
                 label,
                 device,
