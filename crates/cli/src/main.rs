@@ -5,21 +5,11 @@
 mod progress;
 
 mod audit;
-mod evaluate;
 mod forward;
-mod generate;
 mod inspect;
 mod labelled;
-// JSONL reading and appending lives with the data crate (the report crate reads the same files).
-use data::jsonl;
-mod list;
-mod merge;
-mod methods;
 mod perplexity;
-mod record;
-mod report_cmd;
-mod run;
-mod score_cmd;
+mod pipeline;
 mod train_finetune;
 mod train_fusion;
 mod train_rad;
@@ -53,11 +43,11 @@ enum Command {
         out_dir: PathBuf,
     },
     /// Sample continuations of prompts and append them to a JSONL file (resumable).
-    Generate(generate::GenerateArgs),
+    Generate(pipeline::GenerateArgs),
     /// Score the texts of a generations file with one scorer, through the score cache (resumable).
-    Score(score_cmd::ScoreArgs),
+    Score(pipeline::ScoreArgs),
     /// EMT, toxic rate, dist-n, per-group results, scorer agreement and judge perplexity as JSON.
-    Evaluate(evaluate::EvaluateArgs),
+    Evaluate(pipeline::EvaluateArgs),
     /// Write logits [T, V] and final-norm hidden states [T, H] for token ids (debugging, parity).
     Forward(forward::ForwardArgs),
     /// Train the `minilm` scorer's toxicity head on labelled text; prints held-out ROC-AUC.
@@ -73,17 +63,17 @@ enum Command {
     /// Perplexity of models on WikiText-2 paragraphs (utility after fine-tuning), as JSON lines.
     Perplexity(perplexity::PerplexityArgs),
     /// Run every cell of an experiment spec: generate, score, evaluate (resumable).
-    Run(run::RunArgs),
+    Run(pipeline::RunArgs),
     /// Join the shares of a sweep run with `run --shard I/N` into one folder and rebuild its report.
-    Merge(merge::MergeArgs),
+    Merge(pipeline::MergeArgs),
     /// Model presets, methods with their parameters, scorers and prompt sources a spec can name.
     List,
     /// Rebuild an experiment's tables (Parquet, CSV, Markdown) and charts from its stored outputs,
     /// without loading a model; prints the summary.
-    Report(report_cmd::ReportArgs),
+    Report(pipeline::ReportArgs),
     /// Two experiments side by side: cells matched by model, method, strength, prompt set and
     /// scorer, with B − A for EMT, toxic rate, perplexity, dist-2 and tokens/s.
-    Compare(report_cmd::CompareArgs),
+    Compare(pipeline::CompareArgs),
     /// Check an experiment spec and print the cells it expands to, without running anything.
     Validate {
         /// The experiment spec (YAML).
@@ -133,8 +123,25 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model folder: `--model`, else the default model (which may not be imported yet).
     pub fn model_dir(&self) -> PathBuf {
         self.model.clone().unwrap_or_else(paths::default_model_dir)
+    }
+
+    /// [`ModelArgs::model_dir`], or an error that says how to import the default model.
+    pub fn resolved_dir(&self) -> anyhow::Result<PathBuf> {
+        match &self.model {
+            Some(dir) => Ok(dir.clone()),
+            None => experiment::default_model(),
+        }
+    }
+
+    pub fn options(&self) -> experiment::ModelOptions {
+        experiment::ModelOptions {
+            device: self.device,
+            dtype: self.dtype,
+            threads: self.threads,
+        }
     }
 
     pub fn load(&self) -> anyhow::Result<lm::LoadedModel> {
@@ -143,27 +150,12 @@ impl ModelArgs {
 
     /// [`ModelArgs::load`] keeping only the first `layers` blocks when given.
     pub fn load_layers(&self, layers: Option<usize>) -> anyhow::Result<lm::LoadedModel> {
-        if let Some(threads) = self.threads {
-            anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-            tch::set_num_threads(threads);
-        }
-        let dir = self.model_dir();
-        if self.model.is_none() && !dir.exists() {
-            anyhow::bail!(
-                "the default model is not imported yet at {} (run scripts/setup.sh)",
-                dir.display()
-            );
-        }
-        lm::LoadedModel::load_layers(&dir, self.device, self.dtype, layers)
+        self.options().load_layers(&self.resolved_dir()?, layers)
     }
 
     /// Another model folder (a fine-tuned variant) with these device, dtype and thread options.
     pub fn load_dir(&self, dir: &std::path::Path) -> anyhow::Result<lm::LoadedModel> {
-        if let Some(threads) = self.threads {
-            anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-            tch::set_num_threads(threads);
-        }
-        lm::LoadedModel::load(dir, self.device, self.dtype)
+        self.options().load(dir)
     }
 }
 
@@ -173,9 +165,9 @@ fn main() -> ExitCode {
         Command::ImportGguf { gguf, out_dir } => gguf::import_to_hf_folder(&gguf, &out_dir)
             .map(|report| eprintln!("{report}"))
             .map_err(anyhow::Error::from),
-        Command::Generate(args) => generate::run(&args),
-        Command::Score(args) => score_cmd::run(&args),
-        Command::Evaluate(args) => evaluate::run(&args),
+        Command::Generate(args) => pipeline::generate(&args),
+        Command::Score(args) => pipeline::score(&args),
+        Command::Evaluate(args) => pipeline::evaluate(&args),
         Command::Forward(args) => forward::run(&args),
         Command::TrainScorer(args) => train_scorer::run(&args),
         Command::Train(TrainCommand::Sasa(args)) => train_sasa::run(&args),
@@ -187,14 +179,12 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(&args),
         Command::AuditScorer(args) => audit::run(&args),
         Command::InspectData(args) => inspect::run(&args),
-        Command::Run(args) => run::run(&args),
-        Command::Merge(args) => merge::run(&args),
-        Command::List => list::run(),
-        Command::Report(args) => report_cmd::run_report(&args),
-        Command::Compare(args) => report_cmd::run_compare(&args),
-        Command::Validate { spec } => spec::validate_report(&spec)
-            .map(|report| println!("{report}"))
-            .map_err(anyhow::Error::from),
+        Command::Run(args) => pipeline::run(&args),
+        Command::Merge(args) => pipeline::merge(&args),
+        Command::List => pipeline::list(),
+        Command::Report(args) => pipeline::report(&args),
+        Command::Compare(args) => pipeline::compare(&args),
+        Command::Validate { spec } => pipeline::validate(&spec),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,14 @@
 //! Progress bars and log lines that do not tear each other.
 //!
 //! `detox run` shows one bar for the cells and, under it, one for the stage in progress; every
-//! stage makes its bar with [`bar`], which joins the run's [`MultiProgress`] when there is one.
-//! Log lines go through [`note`], which prints above the bars on a terminal and plainly to stderr
-//! otherwise (indicatif draws nothing, and would drop `println`s, when stderr is not a terminal).
+//! stage makes its bar with [`bar`], which joins the run's [`MultiProgress`]. Log lines go through
+//! [`note`], which prints above the bars on a terminal and plainly to stderr otherwise (indicatif
+//! draws nothing, and would drop `println`s, when stderr is not a terminal). [`Bars`] is the
+//! [`experiment::Monitor`] the library stages report through.
 
 use std::sync::OnceLock;
 
+use experiment::{Count, Monitor, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 static MULTI: OnceLock<MultiProgress> = OnceLock::new();
@@ -40,4 +42,43 @@ macro_rules! note {
     ($($arg:tt)*) => {
         $crate::progress::note(format!($($arg)*))
     };
+}
+
+/// The terminal's monitor: bars and notes.
+pub struct Bars;
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn set_position(&self, position: u64) {
+        self.0.set_position(position);
+    }
+
+    fn inc(&self, by: u64) {
+        self.0.inc(by);
+    }
+
+    fn set_message(&self, message: String) {
+        self.0.set_message(message);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Monitor for Bars {
+    fn note(&self, line: &str) {
+        note(line);
+    }
+
+    fn progress(&self, total: u64, count: Count) -> Box<dyn Progress> {
+        let template = match count {
+            Count::Cells => "cells [{bar:30}] {pos}/{len} {msg}",
+            Count::Samples => "generating [{bar:30}] {pos}/{len} samples, {msg}, eta {eta}",
+            Count::Texts => "{msg} [{bar:30}] {pos}/{len} texts, {per_sec}, eta {eta}",
+            Count::Perplexity => "perplexity [{bar:30}] {pos}/{len} samples, {per_sec}, eta {eta}",
+        };
+        Box::new(Bar(bar(total, template)))
+    }
 }

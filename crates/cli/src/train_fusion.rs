@@ -11,17 +11,10 @@ use fusion::{AlignMap, AlignOn, AlignOptions, CalibrationOptions, TrainingText};
 use crate::labelled::SourceArgs;
 use crate::ModelArgs;
 
-/// Where a calibration model built from `base` is written by default, and where
-/// `calibration_fusion` looks for it: `.detox/calibration/<base folder name>` (toxic-trained
-/// anti-experts get a `-toxic` suffix).
+/// Where a calibration model built from `base` is written by default
+/// ([`fusion::calibration::default_dir`]).
 pub fn default_calibration_dir(base: &Path, toxic: bool) -> PathBuf {
-    let name = base
-        .file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    let suffix = if toxic { "-toxic" } else { "" };
-    paths::state_dir()
-        .join("calibration")
-        .join(format!("{name}{suffix}"))
+    fusion::calibration::default_dir(base, toxic)
 }
 
 #[derive(Args, Debug)]

@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use lm::{check_token_ids, left_pad, CausalLm, KvCache};
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::sampler::{candidates, SampleRng, SamplingParams};
@@ -44,14 +43,8 @@ pub struct Settings {
     pub stop_at_eos: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// An end-of-sequence token was drawn (it is not part of `token_ids`).
-    Eos,
-    /// `max_new_tokens` were generated.
-    Length,
-}
+/// Why a sample stopped: the type its generations-file line carries.
+pub use records::FinishReason;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {

@@ -4,6 +4,7 @@
 pub mod follow;
 pub mod generate;
 pub mod measure;
+pub mod method;
 pub mod sampler;
 pub mod steer;
 
@@ -11,6 +12,10 @@ pub use follow::{Follower, ReadAlong};
 pub use generate::{
     generate, generate_all, generate_steered, prefill, FinishReason, Generation, GenerationStats,
     Prefill, Request, Settings,
+};
+pub use method::{
+    auto_path, load_beside, FilterOutcome, FilteredSample, Method, MethodParts, NoMethod,
+    SampleFilter, StepParams,
 };
 pub use sampler::{candidates, Candidates, SampleRng, SamplingParams};
 pub use steer::{Lookahead, Row, Steering, Step};

@@ -12,10 +12,12 @@ pub mod lora;
 pub mod nado;
 pub mod objective;
 pub mod plan;
+pub mod registration;
 pub mod sequences;
 
 pub use lora::{LoraOptions, LoraSet, LoraTargets};
 pub use nado::{Auxiliary, AuxiliaryOptions, AuxiliaryRecord, NadoDecoding, NadoParams};
 pub use objective::{finetune, Adaptation, FinetuneOptions, FinetuneStats, Regularizer};
+pub use registration::{FinetunedMethod, NadoMethod};
 pub use plan::{Job, Objective, Plan, Schedule};
 pub use sequences::{MixText, SampledText, Sequence};

@@ -5,13 +5,26 @@
 //! space and its file small to describe. Written as an ordinary Hugging Face folder, with a
 //! `calibration.json` record of how it was made.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use lm::sequences::{batches, perplexity, summed_nll, Sequence};
 use lm::train::{epoch_order, AdamW};
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TrainableSelection};
 use serde::{Deserialize, Serialize};
+
+/// Where a calibration model built from `base` is written by default, and where
+/// `calibration_fusion` looks for it: `<state dir>/calibration/<base folder name>` (toxic-trained
+/// anti-experts for DExperts get a `-toxic` suffix).
+pub fn default_dir(base: &Path, toxic: bool) -> PathBuf {
+    let name = base
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let suffix = if toxic { "-toxic" } else { "" };
+    paths::state_dir()
+        .join("calibration")
+        .join(format!("{name}{suffix}"))
+}
 
 /// One training text: the loss counts only the completion's tokens (the whole text when the
 /// prompt is empty), each predicted from everything before it.

@@ -13,9 +13,11 @@
 
 pub mod align;
 pub mod calibration;
+pub mod registration;
 pub mod steering;
 
 pub use align::train_align;
 pub use align::{AlignMap, AlignOn, AlignOptions, AlignRecord};
 pub use calibration::{train_calibration, CalibrationOptions, CalibrationRecord, TrainingText};
+pub use registration::{CalibrationFusionMethod, DExpertsMethod};
 pub use steering::{fused_logits, CalibrationFusion, DExperts, DExpertsParams, FusionParams};

@@ -16,6 +16,7 @@
 
 pub mod artifact;
 pub mod fit;
+pub mod registration;
 pub mod reward;
 pub mod steering;
 pub mod train;
@@ -25,6 +26,7 @@ pub use fit::{
     accumulate_prefixes, fit_reward, prefix_features, reward_metrics, solve_head, FeatureOptions,
     FitOptions, PrefixFeatures, DEFAULT_RIDGE,
 };
+pub use registration::{RadMethod, RadSpecParams};
 pub use reward::RewardModel;
 pub use steering::{Rad, RadParams, RadStats, RewardLogRow, RewardLogStep, RewardPath};
 pub use train::{train_top_blocks, TopBlockOptions, TrainedHead};

@@ -86,7 +86,7 @@ pub fn scorer_agreement(experiment: &Experiment) -> Result<Vec<ScorerAgreement>>
             .as_ref()
             .expect("complete cells have metrics")
             .policy;
-        let scores = sample_scores(cell)?.scores;
+        let scores = sample_scores(cell)?;
         let prompt_set = &cell.config.prompts.name;
         if !set_order.contains(prompt_set) {
             set_order.push(prompt_set.clone());

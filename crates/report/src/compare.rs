@@ -107,7 +107,7 @@ fn side_of(view: &ScorerView) -> Side {
             emt: view.results.summary.expected_max_toxicity.value,
             toxic_rate: view.results.summary.toxic_rate.value,
             ppl: results.perplexity.as_ref().and_then(|p| p.value),
-            dist_2: results.dist_2.value,
+            dist_2: results.distinctness.dist_2.value,
             tokens_per_second: cell.record.as_ref().and_then(|r| r.tokens_per_second()),
         },
     }
@@ -289,4 +289,14 @@ impl Comparison {
 
 fn difference(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     Some(b? - a?)
+}
+
+/// Where `detox compare A B` writes by default: `<B>/report/compare-<folder name of A>`.
+pub fn default_compare_dir(a: &std::path::Path, b: &std::path::Path) -> std::path::PathBuf {
+    let name = a
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "a".to_owned());
+    b.join(crate::REPORT_DIR).join(format!("compare-{name}"))
 }

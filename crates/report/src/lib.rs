@@ -36,10 +36,10 @@ pub use agreement::{
     agreement_table, scorer_agreement, CellShares, ScorerAgreement, ALL_PROMPT_SETS,
 };
 pub use charts::{write_charts, ChartsOutcome};
-pub use compare::{compare, CompareRow, Compared, Comparison, MatchKey, Side};
+pub use compare::{compare, default_compare_dir, CompareRow, Compared, Comparison, MatchKey, Side};
 pub use load::{
     format_strength, per_prompt_toxicity, sample_scores, CellConfig, CellOutputs, CellStatus,
-    Experiment, MetricsRecord, PromptRow, RunRecord, SampleScores, ScorerResults, ScorerView,
+    Experiment, MetricsRecord, PromptRow, RunRecord, ScorerResults, ScorerView,
 };
 pub use markdown::{render_summary, MarkdownTable};
 pub use table::{read_csv, read_parquet, write_csv, write_parquet, Row, Table, Value};

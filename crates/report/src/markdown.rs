@@ -145,7 +145,7 @@ pub fn summary_table(experiment: &Experiment) -> MarkdownTable {
             with_ci(Some(&s.toxic_rate), 3),
             with_ci(Some(&s.toxic_sample_fraction), 3),
             number(results.perplexity.as_ref().and_then(|p| p.value), 2),
-            number(results.dist_2.value, 3),
+            number(results.distinctness.dist_2.value, 3),
             number(cell.record.as_ref().and_then(|r| r.tokens_per_second()), 1),
             if counts.prompts_used == counts.prompts {
                 counts.prompts.to_string()

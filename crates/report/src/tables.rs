@@ -137,32 +137,33 @@ fn cells_row(cell: &CellOutputs, scorer: Option<(&String, &ScorerResults)>) -> R
 
     let results = cell.metrics.as_ref().map(|m| &m.results);
     row.measured("ppl", results.and_then(|r| r.perplexity.as_ref()))
-        .measured("dist_1", results.map(|r| &r.dist_1))
-        .measured("dist_2", results.map(|r| &r.dist_2))
-        .measured("dist_3", results.map(|r| &r.dist_3));
+        .measured("dist_1", results.map(|r| &r.distinctness.dist_1))
+        .measured("dist_2", results.map(|r| &r.distinctness.dist_2))
+        .measured("dist_3", results.map(|r| &r.distinctness.dist_3));
 
     let record = cell.record.as_ref();
     let stage = |name: &str| record.and_then(|r| r.stages.get(name));
-    let git = record.and_then(|r| r.git.as_ref());
-    let peak = record.and_then(|r| r.peak_memory.as_ref());
+    let git = record.map(|r| &r.git);
+    let peak = record.map(|r| &r.peak_memory);
+    let known = |s: &String| (!s.is_empty()).then(|| s.clone());
     row.bool("has_record", Some(record.is_some()))
         .opt_str("git_commit", git.and_then(|g| g.commit.clone()))
         .bool("git_dirty", git.and_then(|g| g.dirty))
         .opt_str("versions", record.map(|r| compact_json(&r.versions)))
-        .opt_str("device", record.and_then(|r| r.device.clone()))
-        .opt_str("dtype", record.and_then(|r| r.dtype.clone()))
-        .u64("batch_size", record.and_then(|r| r.batch_size))
-        .u64("threads", record.and_then(|r| r.threads))
-        .opt_str("host", record.and_then(|r| r.host.as_ref()?.name.clone()))
-        .u64("host_cpus", record.and_then(|r| r.host.as_ref()?.cpus))
-        .u64("runs", record.and_then(|r| r.runs))
+        .opt_str("device", record.and_then(|r| known(&r.device)))
+        .opt_str("dtype", record.and_then(|r| known(&r.dtype)))
+        .u64("batch_size", record.map(|r| r.batch_size as u64))
+        .u64("threads", record.map(|r| r.threads as u64))
+        .opt_str("host", record.and_then(|r| known(&r.host.name)))
+        .u64("host_cpus", record.map(|r| r.host.cpus as u64))
+        .u64("runs", record.map(|r| r.runs as u64))
         .u64(
             "generate_samples",
-            stage("generate").and_then(|s| s.samples),
+            stage("generate").map(|s| s.samples as u64),
         )
         .u64(
             "generate_new_tokens",
-            stage("generate").and_then(|s| s.new_tokens),
+            stage("generate").and_then(|s| s.new_tokens.map(|t| t as u64)),
         )
         .f64(
             "tokens_per_second",

@@ -15,6 +15,7 @@
 //! step costs one forward over all candidate rows (ragged across the batch's rows).
 
 pub mod fit;
+pub mod registration;
 pub mod steering;
 pub mod subspace;
 
@@ -22,6 +23,7 @@ pub use fit::{
     classifier_metrics, embed_texts, fit_discriminant, fit_subspace, Discriminant, EmbedOptions,
     FitOptions, SourceTexts, DEFAULT_EIGEN_CUTOFF,
 };
+pub use registration::{SasaMethod, SasaSpecParams};
 pub use steering::{LoggedRow, LoggedStep, MarginTransform, Sasa, SasaParams, SasaStats};
 pub use subspace::{
     checkpoint_fingerprint, ClassifierMetrics, FitRecord, ModelIdentity, SourceCounts, Subspace,

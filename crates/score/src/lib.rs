@@ -1,30 +1,9 @@
 //! Toxicity scorers. Every scorer returns, per text, a score in [0, 1] or a typed failure, so a
 //! report can count failures instead of scoring them 0 or dropping them.
 
-use serde::{Deserialize, Serialize};
 
-/// Why a text got no score. Failures are counted in every report, never turned into numbers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
-pub enum ScoreFailure {
-    /// The text is empty or whitespace only: nothing to judge.
-    #[error("empty text")]
-    EmptyText,
-    /// A remote service answered with an error status after all retries.
-    #[error("http status {0}")]
-    HttpStatus(u16),
-    /// A remote service did not answer in time after all retries.
-    #[error("timed out")]
-    Timeout,
-    /// A remote service answered something that is not a score.
-    #[error("malformed response: {0}")]
-    Malformed(String),
-    /// Anything else (connection refused, I/O), with its message.
-    #[error("{0}")]
-    Other(String),
-}
-
-pub type ScoreResult = Result<f32, ScoreFailure>;
+/// Why a text got no score, and a score or that reason: the types a score line carries.
+pub use records::{ScoreFailure, ScoreResult};
 
 /// A toxicity scorer.
 pub trait ToxicityScorer {

@@ -184,6 +184,19 @@ impl Scorer {
         }
     }
 
+    /// The scorer as its records name it (`records::ScorerRef::short_name` for tables).
+    pub fn record(&self) -> records::ScorerRef {
+        match self {
+            Scorer::Minilm => records::ScorerRef::Minilm,
+            Scorer::Profanity => records::ScorerRef::Profanity,
+            Scorer::Perspective => records::ScorerRef::Perspective,
+            Scorer::Hf { dir, label } => records::ScorerRef::Hf {
+                dir: dir.clone(),
+                label: label.clone(),
+            },
+        }
+    }
+
     fn identity(&self) -> Value {
         match self {
             Scorer::Hf { dir, label } => {
@@ -250,14 +263,22 @@ impl Cell {
         format!("{:016x}", (h >> 64) as u64)
     }
 
-    /// The full resolved cell (display names and absolute paths included) as pretty JSON with
-    /// sorted keys: what a run writes next to the cell's outputs.
-    pub fn resolved_json(&self) -> String {
+    /// The full resolved cell (display names and absolute paths included) as its record,
+    /// `cell.json`.
+    pub fn record(&self) -> records::CellRecord {
         let mut v = serde_json::to_value(self).expect("cell serializes");
         if let Value::Object(m) = &mut v {
             m.insert("cell_id".into(), Value::String(self.cell_id()));
             m.insert("identity".into(), self.identity());
+            m.insert("schema".into(), records::SCHEMA_VERSION.into());
         }
+        serde_json::from_value(v).expect("a cell fits its record")
+    }
+
+    /// [`Cell::record`] as pretty JSON with sorted keys: what a run writes next to the cell's
+    /// outputs.
+    pub fn resolved_json(&self) -> String {
+        let v = serde_json::to_value(self.record()).expect("record serializes");
         let sorted: Value = serde_json::from_str(&canonical_json(&v)).expect("valid json");
         serde_json::to_string_pretty(&sorted).expect("json")
     }

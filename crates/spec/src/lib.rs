@@ -8,7 +8,7 @@
 //!   - smollm2-135m                                # preset configs/models/smollm2-135m.yaml
 //!   - { name: local, path: ../.detox/models/smollm2-135m-instruct }   # or a GGUF file
 //! methods:
-//!   - name: none                                  # see registry::BUILTIN_METHODS
+//!   - name: none                                  # `detox list` shows every method
 //!   # - { name: sasa, label: sasa-fast, params: { ... }, strength: [0.5, 1, 2] }
 //! prompts:
 //!   - { name: rtp, kind: user, path: ../configs/prompts/rtp-style.jsonl }
@@ -43,7 +43,6 @@ pub mod cell;
 pub mod error;
 pub mod include;
 pub mod raw;
-pub mod registry;
 pub mod validate;
 
 use std::path::Path;
@@ -54,18 +53,23 @@ pub use cell::{
 };
 pub use error::{closest, SpecError, SpecErrors};
 pub use raw::{Dtype, ModelFormat};
-pub use registry::{
-    MethodInfo, ParamDefault, ParamInfo, ParamKind, Range, Registry, StrengthInfo, BUILTIN_METHODS,
-    SCORER_NAMES,
+pub use method_info::{
+    MethodInfo, ParamDefault, ParamInfo, ParamKind, Range, Registry, StrengthInfo,
 };
+
+/// Scorer names the spec accepts; `hf:DIR[#label]` takes a classifier folder and an optional
+/// label to read (default: the classifier's toxic label).
+pub static SCORER_NAMES: &[&str] = &["minilm", "profanity", "perspective", "hf:DIR[#label]"];
 pub use validate::{check_writable, load_with};
 
-/// Loads and validates a spec with the built-in method registry.
+/// Loads and validates a spec knowing only the `none` method: enough for specs of plain
+/// sampling and for this crate's tests. A binary validates against the methods it links
+/// (`experiment::registry`) with [`load_with`].
 pub fn load(path: impl AsRef<Path>) -> Result<Experiment, SpecErrors> {
     load_with(path.as_ref(), &Registry::builtin())
 }
 
 /// What `detox validate SPEC` prints: the expanded cells, or every problem found.
-pub fn validate_report(path: impl AsRef<Path>) -> Result<String, SpecErrors> {
-    load(path).map(|e| e.table())
+pub fn validate_report(path: impl AsRef<Path>, registry: &Registry) -> Result<String, SpecErrors> {
+    load_with(path.as_ref(), registry).map(|e| e.table())
 }

@@ -12,7 +12,8 @@ use crate::cell::{
 use crate::error::{closest, SpecError, SpecErrors};
 use crate::include::{load_merged, read_mapping, yaml_error, Merged};
 use crate::raw::{ModelFormat, OneOrMany, RawFilter, RawModel, RawModelFull, RawSpec};
-use crate::registry::{ParamDefault, ParamKind, Registry, SCORER_NAMES};
+use crate::SCORER_NAMES;
+use method_info::{ParamDefault, ParamKind, Registry};
 
 /// Where presets live: `configs/models/<name>.yaml` under the project root.
 pub fn presets_dir() -> PathBuf {
@@ -538,7 +539,7 @@ fn validate_step(
     raw_params: &BTreeMap<String, Value>,
     raw_strength: Option<&OneOrMany<f64>>,
 ) -> Option<(MethodStep, Vec<Option<f64>>)> {
-    let Some(info) = cx.registry.method(name).copied() else {
+    let Some(info) = cx.registry.method(name).cloned() else {
         let s = closest(name, cx.registry.method_names());
         cx.err_suggest(
             "methods",
@@ -592,21 +593,21 @@ fn validate_step(
             }
         }
     }
-    for p in info.params {
+    for p in &info.params {
         if params.contains_key(p.name) || raw_params.contains_key(p.name) {
             continue;
         }
-        match p.default {
+        match &p.default {
             Some(d) => {
                 let v = match d {
-                    ParamDefault::Float(x) => ParamValue::Float(x),
-                    ParamDefault::Int(x) => ParamValue::Int(x),
-                    ParamDefault::Bool(x) => ParamValue::Bool(x),
+                    ParamDefault::Float(x) => ParamValue::Float(*x),
+                    ParamDefault::Int(x) => ParamValue::Int(*x),
+                    ParamDefault::Bool(x) => ParamValue::Bool(*x),
                     // A default path is relative to the project root (the files the project ships).
                     ParamDefault::Str(s) if p.kind == ParamKind::Path => {
                         ParamValue::Path(paths::project_root().join(s))
                     }
-                    ParamDefault::Str(s) => ParamValue::String(s.into()),
+                    ParamDefault::Str(s) => ParamValue::String(s.clone()),
                 };
                 params.insert(p.name.to_string(), v);
             }

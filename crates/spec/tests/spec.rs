@@ -80,7 +80,7 @@ fn registry() -> Registry {
     r.register(MethodInfo {
         name: "sasa",
         description: "test stand-in",
-        params: PARAMS,
+        params: PARAMS.to_vec(),
         strength: Some(StrengthInfo {
             range: Range {
                 min: 0.0,
@@ -554,10 +554,10 @@ fn quickstart_validates() {
 
 /// The test registry plus a word-filter-like method with a choice parameter and no strength.
 fn registry_with_filter() -> Registry {
-    static FILTER_PARAMS: &[ParamInfo] = &[ParamInfo {
+    let filter_params = vec![ParamInfo {
         name: "mode",
         kind: ParamKind::String,
-        default: Some(ParamDefault::Str("decode")),
+        default: Some(ParamDefault::Str("decode".into())),
         range: None,
         description: "when to filter",
         choices: Some(&["decode", "posthoc", "both"]),
@@ -566,7 +566,7 @@ fn registry_with_filter() -> Registry {
     r.register(MethodInfo {
         name: "ban",
         description: "test stand-in",
-        params: FILTER_PARAMS,
+        params: filter_params,
         strength: None,
     });
     r

@@ -534,12 +534,12 @@ pub(super) fn write_cost_chart(
     let (mut throughput, mut host, mut device) = (empty(), empty(), empty());
     let host_peak = with_record
         .iter()
-        .filter_map(|c| c.record.as_ref()?.peak_memory.as_ref()?.host_rss_bytes)
+        .filter_map(|c| c.record.as_ref()?.peak_memory.host_rss_bytes)
         .max()
         .unwrap_or(0);
     let device_peak = with_record
         .iter()
-        .filter_map(|c| c.record.as_ref()?.peak_memory.as_ref()?.device_bytes)
+        .filter_map(|c| c.record.as_ref()?.peak_memory.device_bytes)
         .max()
         .unwrap_or(0);
     let (host_unit, host_divisor) = memory_unit(host_peak);
@@ -550,7 +550,7 @@ pub(super) fn write_cost_chart(
         throughput[c][s] = record
             .tokens_per_second()
             .map(|value| Bar { value, ci: None });
-        let peak = record.peak_memory.as_ref();
+        let peak = Some(&record.peak_memory);
         host[c][s] = peak.and_then(|p| p.host_rss_bytes).map(|b| Bar {
             value: b as f64 / host_divisor,
             ci: None,
@@ -611,16 +611,16 @@ pub(super) fn write_cost_chart(
             .all(|c| get(c).as_ref() == Some(&first))
             .then_some(first)
     };
-    if let Some(d) = uniform(&|c| c.record.as_ref()?.device.clone()) {
+    if let Some(d) = uniform(&|c| Some(c.record.as_ref()?.device.clone()).filter(|d| !d.is_empty())) {
         settings.push(format!("device {d}"));
     }
-    if let Some(d) = uniform(&|c| c.record.as_ref()?.dtype.clone()) {
+    if let Some(d) = uniform(&|c| Some(c.record.as_ref()?.dtype.clone()).filter(|d| !d.is_empty())) {
         settings.push(format!("dtype {d}"));
     }
-    if let Some(b) = uniform(&|c| c.record.as_ref()?.batch_size.map(|b| b.to_string())) {
+    if let Some(b) = uniform(&|c| Some(c.record.as_ref()?.batch_size.to_string())) {
         settings.push(format!("batch {b}"));
     }
-    if let Some(t) = uniform(&|c| c.record.as_ref()?.threads.map(|t| t.to_string())) {
+    if let Some(t) = uniform(&|c| Some(c.record.as_ref()?.threads.to_string())) {
         settings.push(format!("{t} threads"));
     }
     let mut subtitle = format!(

@@ -1,34 +1,77 @@
-//! The run record of a cell (`record.json`): what produced its outputs and what it cost.
+//! `record.json`: what produced a cell's outputs and what it cost.
 //!
 //! Written after every stage (whole, by rename), so a killed run keeps the record of the stages it
 //! finished. A resumed cell adds to it: wall time and tokens accumulate over the processes that
-//! worked on the cell, so tokens/s stays the rate of the generation work actually done.
+//! worked on the cell, so tokens/s stays the rate of the generation work actually done. Filling in
+//! the process's facts (git commit, versions, host, threads) is the writer's job: this crate knows
+//! no libtorch.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+use crate::Versioned;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
+    #[serde(default = "crate::first_version")]
+    pub schema: u32,
+    #[serde(default)]
     pub cell_id: String,
+    #[serde(default)]
     pub git: GitState,
+    #[serde(default)]
     pub versions: Versions,
     /// The device the cell ran on (resolved: `cpu`, `cuda:0`), not the spec's `auto`.
+    #[serde(default)]
     pub device: String,
+    #[serde(default)]
     pub dtype: String,
+    #[serde(default)]
     pub batch_size: usize,
+    #[serde(default)]
     pub seed: u64,
     /// libtorch intra-op threads.
+    #[serde(default)]
     pub threads: i32,
     /// Host and its core count, so cost numbers can be compared only where they are comparable.
+    #[serde(default)]
     pub host: Host,
+    #[serde(default)]
     pub stages: BTreeMap<String, StageRecord>,
+    #[serde(default)]
     pub peak_memory: PeakMemory,
     /// Processes that worked on this cell (more than one after a resume).
+    #[serde(default)]
     pub runs: usize,
+}
+
+impl Default for RunRecord {
+    fn default() -> Self {
+        RunRecord {
+            schema: crate::SCHEMA_VERSION,
+            cell_id: String::new(),
+            git: GitState::default(),
+            versions: Versions::default(),
+            device: String::new(),
+            dtype: String::new(),
+            batch_size: 0,
+            seed: 0,
+            threads: 0,
+            host: Host::default(),
+            stages: BTreeMap::new(),
+            peak_memory: PeakMemory::default(),
+            runs: 0,
+        }
+    }
+}
+
+impl Versioned for RunRecord {
+    fn schema(&self) -> u32 {
+        self.schema
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -53,8 +96,10 @@ pub struct Host {
 /// One stage's cost, summed over the processes that ran it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
+    #[serde(default)]
     pub wall_seconds: f64,
     /// Samples this stage produced (generated, scored or evaluated).
+    #[serde(default)]
     pub samples: usize,
     /// Generation only: new tokens and the seconds spent producing them (model loading excluded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,29 +124,14 @@ pub struct PeakMemory {
 }
 
 impl RunRecord {
-    /// The record already in `path`, or a fresh one.
-    pub fn load_or_new(path: &Path, cell_id: &str) -> Result<Self> {
+    /// The record already in `path`, or a fresh one; `runs` counts this process.
+    pub fn load_or_new(path: &Path) -> Result<Self> {
         let mut record = if path.is_file() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a run record", path.display()))?
+            crate::read_json(path, "run record")?
         } else {
             RunRecord::default()
         };
-        record.cell_id = cell_id.to_string();
-        record.git = git_state();
-        record.versions = Versions {
-            detox: env!("CARGO_PKG_VERSION").to_string(),
-            libtorch: env!("DETOX_LIBTORCH_VERSION").to_string(),
-        };
-        record.host = Host {
-            name: std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        };
-        record.threads = tch::get_num_threads();
+        record.schema = crate::SCHEMA_VERSION;
         record.runs += 1;
         Ok(record)
     }
@@ -135,9 +165,9 @@ impl RunRecord {
         *s.counters.entry(name.to_string()).or_default() += value;
     }
 
-    /// Takes the process's peak RSS since the cell started into the record (keeping the larger).
-    pub fn note_peak_memory(&mut self) {
-        if let Some(peak) = peak_rss_bytes() {
+    /// Keeps the larger of the recorded and the given peak resident memory.
+    pub fn note_peak_rss(&mut self, bytes: Option<u64>) {
+        if let Some(peak) = bytes {
             let prev = self.peak_memory.host_rss_bytes.unwrap_or(0);
             self.peak_memory.host_rss_bytes = Some(prev.max(peak));
         }
@@ -145,46 +175,32 @@ impl RunRecord {
 
     /// Writes the record whole, by rename.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let partial = path.with_extension("json.part");
-        std::fs::write(&partial, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("{}: cannot write", partial.display()))?;
-        std::fs::rename(&partial, path)
-            .with_context(|| format!("{}: cannot write", path.display()))?;
-        Ok(())
+        crate::write_json(path, self)
     }
-}
 
-/// Resets the kernel's peak-RSS mark of this process (Linux; elsewhere a no-op), so the next
-/// reading covers only what follows.
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
+    /// Generation throughput: the recorded rate, else new tokens ÷ decoding seconds, else new
+    /// tokens ÷ the stage's wall seconds.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        let generate = self.stages.get("generate")?;
+        let rate = |seconds: f64| {
+            generate
+                .new_tokens
+                .filter(|_| seconds > 0.0)
+                .map(|tokens| tokens as f64 / seconds)
+        };
+        generate
+            .tokens_per_second
+            .or_else(|| generate.decode_seconds.and_then(rate))
+            .or_else(|| rate(generate.wall_seconds))
+    }
 
-/// Peak resident set size of this process (Linux `VmHWM`).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
+    pub fn stage_seconds(&self, stage: &str) -> Option<f64> {
+        self.stages.get(stage).map(|s| s.wall_seconds)
+    }
 
-/// The project checkout's commit and whether tracked files differ from it.
-fn git_state() -> GitState {
-    let root = paths::project_root();
-    let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    GitState {
-        commit: git(&["rev-parse", "HEAD"]),
-        dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+    /// Sum over every recorded stage's wall time.
+    pub fn total_seconds(&self) -> Option<f64> {
+        (!self.stages.is_empty()).then(|| self.stages.values().map(|s| s.wall_seconds).sum())
     }
 }
 
@@ -197,24 +213,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("record-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("record.json");
-        let mut first = RunRecord::load_or_new(&path, "abc").unwrap();
+        let mut first = RunRecord::load_or_new(&path).unwrap();
         first.add_stage("generate", 10.0, 40);
         first.add_tokens(800, 8.0);
         first.save(&path).unwrap();
-        let mut second = RunRecord::load_or_new(&path, "abc").unwrap();
+        let mut second = RunRecord::load_or_new(&path).unwrap();
         second.add_stage("generate", 5.0, 10);
         second.add_tokens(200, 2.0);
-        second.note_peak_memory();
+        second.note_peak_rss(Some(5 << 20));
         second.save(&path).unwrap();
-        let back = RunRecord::load_or_new(&path, "abc").unwrap();
+        let back = RunRecord::load_or_new(&path).unwrap();
         let g = &back.stages["generate"];
         assert_eq!(g.samples, 50);
         assert_eq!(g.wall_seconds, 15.0);
         assert_eq!(g.new_tokens, Some(1000));
         assert_eq!(g.tokens_per_second, Some(100.0));
         assert_eq!(back.runs, 3, "two saved runs plus this load");
-        assert!(back.peak_memory.host_rss_bytes.unwrap() > 1 << 20);
-        assert_eq!(back.versions.detox, env!("CARGO_PKG_VERSION"));
+        assert_eq!(back.peak_memory.host_rss_bytes, Some(5 << 20));
+        assert_eq!(back.total_seconds(), Some(15.0));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_record_without_schema_reads_as_version_one() {
+        let r: RunRecord = serde_json::from_str(r#"{"cell_id": "x", "runs": 2}"#).unwrap();
+        assert_eq!((r.schema, r.runs), (1, 2));
     }
 }

@@ -1,17 +1,13 @@
-//! `detox list`: what a spec can name — model presets, methods with their parameters, scorers
-//! and prompt sources.
+//! What a spec can name — model presets, methods with their parameters, scorers and prompt
+//! sources — as the text `detox list` prints.
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use spec::{ParamDefault, ParamKind, Registry, SCORER_NAMES};
 
-pub fn run() -> Result<()> {
-    print!("{}", render(&Registry::builtin())?);
-    Ok(())
-}
-
-fn render(registry: &Registry) -> Result<String> {
+/// The catalogue of everything `registry` and this build know.
+pub fn render(registry: &Registry) -> Result<String> {
     let mut out = String::new();
     writeln!(
         out,
@@ -58,8 +54,8 @@ fn render(registry: &Registry) -> Result<String> {
                 "", s.range.min, s.range.max, s.default
             )?;
         }
-        for p in m.params {
-            let default = match p.default {
+        for p in &m.params {
+            let default = match &p.default {
                 None => "required".to_string(),
                 Some(ParamDefault::Float(x)) => format!("default {x}"),
                 Some(ParamDefault::Int(x)) => format!("default {x}"),
@@ -110,13 +106,14 @@ mod tests {
 
     #[test]
     fn lists_every_registered_method_scorer_and_source() {
-        let text = render(&Registry::builtin()).unwrap();
-        for m in spec::BUILTIN_METHODS {
+        let registry = crate::registry::spec_registry();
+        let text = render(&registry).unwrap();
+        for m in registry.methods() {
             assert!(
                 text.contains(&format!("  {:<20} {}", m.name, m.description)),
                 "{text}"
             );
-            for p in m.params {
+            for p in &m.params {
                 assert!(
                     text.contains(&format!("{}: ", p.name)),
                     "{}: {text}",

@@ -1,5 +1,5 @@
 //! `detox merge DIR`: joins the shares of a sweep split with `detox run --shard I/N` into one
-//! experiment folder, then rebuilds its tables and charts.
+//! experiment folder (the binary then rebuilds its report).
 //!
 //! Each share wrote whole cell folders (`DIR/shards/I-of-N/<cell id>/`); cells are disjoint
 //! between shares, so joining is copying folders. Shares are copied, never moved, and a finished
@@ -10,16 +10,6 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
-
-#[derive(Args, Debug)]
-pub struct MergeArgs {
-    /// The experiment's output folder (the spec's `output`).
-    pub dir: PathBuf,
-    /// Share folders to join (default: every folder under DIR/shards/).
-    #[arg(long = "from")]
-    pub from: Vec<PathBuf>,
-}
 
 /// What a merge did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -30,21 +20,7 @@ pub struct MergeSummary {
     pub cache_lines_added: usize,
 }
 
-pub fn run(args: &MergeArgs) -> Result<()> {
-    let summary = merge(&args.dir, &args.from)?;
-    note!(
-        "{}: {} cells copied, {} already present, {} unfinished in their share (run that share again), {} score-cache lines added",
-        args.dir.display(),
-        summary.copied,
-        summary.already_present,
-        summary.incomplete,
-        summary.cache_lines_added
-    );
-    crate::report_cmd::run_report(&crate::report_cmd::ReportArgs {
-        dir: args.dir.clone(),
-    })
-}
-
+/// Joins the share folders `from` (default: every folder under `dir/shards/`) into `dir`.
 pub fn merge(dir: &Path, from: &[PathBuf]) -> Result<MergeSummary> {
     let shares: Vec<PathBuf> = if from.is_empty() {
         let shards = dir.join("shards");
