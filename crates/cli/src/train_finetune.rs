@@ -402,8 +402,8 @@ fn load_part(part: &MixPart, seed: u64) -> Result<Vec<MixText>> {
             })
             .collect()
     } else {
-        let set = crate::labelled::load(&part.source, None, seed)?;
-        let (train, _held_out) = crate::labelled::split(&set);
+        let set = data::labelled::load_source(&part.source, None, seed)?;
+        let (train, _held_out) = data::labelled::shared_split(&set);
         train
             .into_iter()
             .map(|t| MixText {
