@@ -379,7 +379,7 @@ fn validate(
         }
     }
     let base = resolve_base(&raw.base, dir).map_err(|e| at("base", format!("{e:#}")))?;
-    let output = spec::cell::normalize(&dir.join(&raw.output));
+    let output = paths::normalize(&dir.join(&raw.output));
     let name = raw.name.clone().unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
