@@ -8,8 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use lm::DeviceChoice;
 
-use crate::labelled;
-
+use data::labelled;
 
 #[derive(Args, Debug)]
 pub struct AuditScorerArgs {
@@ -31,8 +30,8 @@ pub struct AuditScorerArgs {
 
 pub fn run(args: &AuditScorerArgs) -> Result<()> {
     let mut scorer = probe::build_scorer(&args.scorer, args.device)?;
-    let set = labelled::load(&args.labelled, Some(args.per_label), 0)?;
-    let (_, held_out) = labelled::split(&set);
+    let set = labelled::load_source(&args.labelled, Some(args.per_label), 0)?;
+    let (_, held_out) = labelled::shared_split(&set);
     let texts: Vec<&str> = held_out.iter().map(|t| t.text.as_str()).collect();
     let results = scorer.score_batch(&texts);
     let (mut scores, mut labels, mut failed) = (Vec::new(), Vec::new(), 0usize);
@@ -56,7 +55,7 @@ pub fn run(args: &AuditScorerArgs) -> Result<()> {
 
     // Non-toxic identity templates, grouped by identity term.
     let path = paths::data_dir("conversationai_bias").join("en_sentence_templates.csv");
-    let (sentences, _) = data::labelled::load_identity_templates(&path, false)?;
+    let (sentences, _) = labelled::load_identity_templates(&path, false)?;
     let mut by_identity: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for s in sentences.iter().filter(|s| !s.toxic) {
         if let Some(identity) = &s.identity {

@@ -4,9 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 use data::prompts::{bold, rtp, toxigen};
-use data::Counts;
-
-use crate::labelled;
+use data::{labelled, Counts};
 
 #[derive(Args, Debug)]
 pub struct InspectDataArgs {
@@ -79,7 +77,7 @@ pub fn run(args: &InspectDataArgs) -> Result<()> {
         format!("{} target groups", set.group_sizes().len()),
     );
     for name in labelled::SOURCES {
-        let set = labelled::load(name, None, 0)?;
+        let set = labelled::load_source(name, None, 0)?;
         let (toxic, clean) = set.toxic_and_clean();
         row(
             &format!("labelled {name}"),

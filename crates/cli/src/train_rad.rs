@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use data::labelled;
 use rad::{FeatureOptions, FitOptions, RewardFitRecord, RewardHead, RewardMetrics};
 
-use crate::labelled::{self, SourceArgs};
+use crate::labelled::SourceArgs;
 use crate::ModelArgs;
 
 #[derive(Args, Debug)]

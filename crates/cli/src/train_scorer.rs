@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use data::labelled;
 use lm::DeviceChoice;
 use probe::{MiniLmEmbedder, ProbeHead, TrainOptions};
 use tch::{Kind, Tensor};
-
-use crate::labelled;
 
 #[derive(Args, Debug)]
 pub struct TrainScorerArgs {
@@ -58,8 +57,8 @@ pub fn run(args: &TrainScorerArgs) -> Result<()> {
         } else {
             args.per_label
         };
-        let set = labelled::load(name, Some(per_label), args.seed)?;
-        let (fit, test) = labelled::split(&set);
+        let set = labelled::load_source(name, Some(per_label), args.seed)?;
+        let (fit, test) = labelled::shared_split(&set);
         let (toxic, clean) = set.toxic_and_clean();
         eprintln!(
             "{name}: {} texts ({toxic} toxic, {clean} non-toxic): {} train, {} held out",

@@ -18,6 +18,9 @@
 //! **Ids.** `line-N` for line files (`<file stem>/line-N` for the Jigsaw pair), `row-N` for CSV/TSV
 //! records after the header (1-based), and `row-N/toxic`, `row-N/neutral1`, … for ParaDetox. They
 //! key seeded sampling and [`LabelledSet::split`].
+//!
+//! **By name.** [`registry`] finds the named sources in the shared data folder and holds the
+//! train / held-out split they all share.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::read::{self, Csv, Tally};
 use crate::Counts;
+
+pub mod registry;
+pub use registry::{load_source, shared_split, source_spec, HELD_OUT, SOURCES, SPLIT_SEED};
 
 /// One labelled text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -161,18 +161,32 @@ impl LabelledSourceSpec {
 
 /// Loads the labelled texts a spec describes; fails when nothing is left.
 pub fn load_labelled(spec: &LabelledSourceSpec) -> Result<LabelledSet> {
-    let (set, path) = match spec {
-        LabelledSourceSpec::Lines(o) => (labelled::load_lines(o)?, &o.path),
-        LabelledSourceSpec::Jigsaw(o) => (labelled::load_jigsaw(o)?, &o.toxic),
-        LabelledSourceSpec::Davidson(o) => (labelled::load_davidson(o)?, &o.path),
-        LabelledSourceSpec::Paradetox(o) => (labelled::load_paradetox(o)?, &o.path),
-        LabelledSourceSpec::Toxigen(o) => (labelled::load_toxigen(o)?, &o.path),
-        LabelledSourceSpec::Templates(o) => (labelled::load_templates(o)?, &o.path),
-    };
+    let set = load_labelled_set(spec)?;
     if set.is_empty() {
+        let path = match spec {
+            LabelledSourceSpec::Lines(o) => &o.path,
+            LabelledSourceSpec::Jigsaw(o) => &o.toxic,
+            LabelledSourceSpec::Davidson(o)
+            | LabelledSourceSpec::Paradetox(o)
+            | LabelledSourceSpec::Toxigen(o)
+            | LabelledSourceSpec::Templates(o) => &o.path,
+        };
         bail!("{}: no texts left ({})", path.display(), set.counts);
     }
     Ok(set)
+}
+
+/// Loads the labelled texts a spec describes, even none (the named-source registry reports
+/// counts instead of failing).
+pub fn load_labelled_set(spec: &LabelledSourceSpec) -> Result<LabelledSet> {
+    match spec {
+        LabelledSourceSpec::Lines(o) => labelled::load_lines(o),
+        LabelledSourceSpec::Jigsaw(o) => labelled::load_jigsaw(o),
+        LabelledSourceSpec::Davidson(o) => labelled::load_davidson(o),
+        LabelledSourceSpec::Paradetox(o) => labelled::load_paradetox(o),
+        LabelledSourceSpec::Toxigen(o) => labelled::load_toxigen(o),
+        LabelledSourceSpec::Templates(o) => labelled::load_templates(o),
+    }
 }
 
 fn anchor(path: &mut PathBuf, base: &Path) {

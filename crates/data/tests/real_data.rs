@@ -305,3 +305,22 @@ fn identity_templates() {
     assert_eq!(set.counts, all_kept(76_564));
     assert_eq!(set.toxic_and_clean(), (38_282, 38_282));
 }
+
+#[test]
+fn every_named_source_loads_and_splits_the_shared_way() {
+    data("toxigen");
+    for name in labelled::SOURCES {
+        let set = labelled::load_source(name, Some(50), 3).unwrap();
+        let (toxic, clean) = set.toxic_and_clean();
+        assert_eq!((toxic, clean), (50, 50), "{name}");
+        let (train, held_out) = labelled::shared_split(&set);
+        assert_eq!(train.len() + held_out.len(), set.len(), "{name}");
+        assert_eq!(
+            (train, held_out),
+            set.split(labelled::HELD_OUT, labelled::SPLIT_SEED),
+            "{name}"
+        );
+        // The same choice for the same seed.
+        assert_eq!(labelled::load_source(name, Some(50), 3).unwrap(), set);
+    }
+}

@@ -5,14 +5,24 @@
 //! (q at inference, no fine-tuning) and the baselines: plain SFT, SFT on a filtered mix,
 //! REINFORCE.
 //!
-//! This crate holds the models and losses; the `detox` binary drives the schedule (each job a
-//! process of its own, see `detox train finetune`).
+//! What is where:
+//! - [`plan`]: the YAML spec, validated, and the job graph of its schedule;
+//! - [`schedule`]: runs a plan's rounds, each job a worker process (`detox train finetune`);
+//! - [`jobs`]: the body of one worker process (`detox train finetune-job`);
+//! - [`mix`]: the data mix; [`label`]: the policy's scored and labelled samples;
+//! - [`layout`]: the files of a run's output folder;
+//! - [`objective`], [`nado`], [`lora`], [`sequences`]: the losses, models and training data.
 
+pub mod jobs;
+pub mod label;
+pub mod layout;
 pub mod lora;
+pub mod mix;
 pub mod nado;
 pub mod objective;
 pub mod plan;
 pub mod registration;
+pub mod schedule;
 pub mod sequences;
 
 pub use lora::{LoraOptions, LoraSet, LoraTargets};

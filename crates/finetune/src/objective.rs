@@ -167,6 +167,71 @@ pub fn finetune(
     seed: u64,
     mut log: impl FnMut(&str),
 ) -> Result<(FinetuneStats, Option<LoraFactors>)> {
+    check_inputs(data, lambda, options)?;
+    let started = std::time::Instant::now();
+    let device = policy.info().device;
+    let data_batches = batches(data, options.batch_size, device);
+    let samples = regularizer.samples();
+    let sample_stream = SampleStream::new(samples, options.batch_size, device, seed);
+    let kl_before = nado_kl(policy, regularizer, &sample_stream.batches);
+    let (adapted, parameters) = Adapted::new(policy, &options.adaptation, seed)?;
+    let total_steps = (options.epochs * data_batches.len()).div_ceil(options.accumulate);
+    let optimizer = AdamW::new(
+        parameters,
+        options.learning_rate,
+        options.weight_decay,
+        total_steps.max(1),
+    )?;
+    log(&format!(
+        "fine-tuning {} parameters: {} data batches × {} epochs, {} sample batches, λ {lambda}, {total_steps} steps",
+        adapted.count,
+        data_batches.len(),
+        options.epochs,
+        sample_stream.batches.len()
+    ));
+    let mut stats = FinetuneStats {
+        steps: 0,
+        micro_batches: 0,
+        trainable_parameters: adapted.count,
+        lm_losses: Vec::new(),
+        regularizer_losses: Vec::new(),
+        kl_before,
+        kl_after: None,
+        regularizer_samples: samples.len(),
+        masked_samples: samples.iter().filter(|s| !s.regularize).count(),
+        seconds: 0.0,
+    };
+    let mut run = Run {
+        policy,
+        regularizer,
+        lambda,
+        options,
+        seed,
+        data_batches,
+        samples: sample_stream,
+        optimizer,
+        lora: adapted.lora.as_ref(),
+    };
+    for epoch in 0..options.epochs {
+        let losses = run.epoch(epoch, &mut stats, &mut log)?;
+        losses.record(epoch, options.epochs, &mut stats, &mut log)?;
+    }
+    let Run {
+        optimizer,
+        samples: sample_stream,
+        ..
+    } = run;
+    // The optimiser lets go of the adapters before they are read out and removed from the
+    // policy, and the KL after the job is measured on the policy without them.
+    drop(optimizer);
+    let factors = adapted.lora.as_ref().map(LoraSet::named_factors);
+    drop(adapted);
+    stats.kl_after = nado_kl(policy, regularizer, &sample_stream.batches);
+    stats.seconds = started.elapsed().as_secs_f64();
+    Ok((stats, factors))
+}
+
+fn check_inputs(data: &[Sequence], lambda: f64, options: &FinetuneOptions) -> Result<()> {
     if data.is_empty() {
         bail!("the data mix is empty");
     }
@@ -176,135 +241,208 @@ pub fn finetune(
     if options.batch_size == 0 || options.accumulate == 0 || options.epochs == 0 {
         bail!("batch_size, accumulate and epochs must be at least 1");
     }
-    lm::train::check_rates(options.learning_rate, options.weight_decay)?;
-    let started = std::time::Instant::now();
-    let device = policy.info().device;
-    let data_batches = batches(data, options.batch_size, device);
-    let samples = regularizer.samples();
-    let sample_batches = batches(samples, options.batch_size, device);
-    let masked_samples = samples.iter().filter(|s| !s.regularize).count();
-    let baseline = if samples.is_empty() {
-        0.0
-    } else {
-        samples.iter().map(|s| f64::from(s.label)).sum::<f64>() / samples.len() as f64
-    };
-    let kl_before = match regularizer {
+    lm::train::check_rates(options.learning_rate, options.weight_decay)
+}
+
+/// NADO only: mean KL(q‖p_θ) over the samples.
+fn nado_kl(policy: &dyn CausalLm, regularizer: &Regularizer, samples: &[Batch]) -> Option<f64> {
+    match regularizer {
         Regularizer::Nado {
             reference,
             auxiliary,
             ..
-        } => Some(mean_kl(policy, *reference, auxiliary, &sample_batches)),
+        } => Some(mean_kl(policy, *reference, auxiliary, samples)),
         _ => None,
-    };
+    }
+}
 
-    let layers = policy.info().num_layers;
-    let tensors = policy.trainable_tensors(&TrainableSelection::top(layers, layers));
-    let total_steps = (options.epochs * data_batches.len()).div_ceil(options.accumulate);
-    let (lora, parameters) = match &options.adaptation {
-        Adaptation::Full => (
-            None,
-            tensors.iter().map(|(_, t)| t.shallow_clone()).collect(),
-        ),
-        Adaptation::Lora(lora_options) => {
-            let set = LoraSet::new(&tensors, lora_options, seed)?;
-            let parameters = set.parameters();
-            (Some(set), parameters)
+/// What the optimiser trains: the blocks' tensors themselves, or LoRA adapters on them.
+struct Adapted {
+    lora: Option<LoraSet>,
+    /// Trainable parameters (numbers, not tensors).
+    count: i64,
+}
+
+impl Adapted {
+    /// The adaptation and the tensors the optimiser updates.
+    fn new(
+        policy: &dyn CausalLm,
+        adaptation: &Adaptation,
+        seed: u64,
+    ) -> Result<(Self, Vec<Tensor>)> {
+        let layers = policy.info().num_layers;
+        let tensors = policy.trainable_tensors(&TrainableSelection::top(layers, layers));
+        Ok(match adaptation {
+            Adaptation::Full => {
+                let parameters: Vec<Tensor> =
+                    tensors.iter().map(|(_, t)| t.shallow_clone()).collect();
+                let count = parameters.iter().map(|t| t.numel() as i64).sum();
+                (Adapted { lora: None, count }, parameters)
+            }
+            Adaptation::Lora(options) => {
+                let set = LoraSet::new(&tensors, options, seed)?;
+                let parameters = set.parameters();
+                let count = set.parameter_count();
+                (
+                    Adapted {
+                        lora: Some(set),
+                        count,
+                    },
+                    parameters,
+                )
+            }
+        })
+    }
+}
+
+/// The regularizer's sample batches, handed out one per data micro-batch in a seeded order that
+/// is drawn again each time the stream has gone through them all (across epochs too).
+struct SampleStream {
+    batches: Vec<Batch>,
+    /// Mean label: REINFORCE's baseline.
+    baseline: f64,
+    seed: u64,
+    cursor: usize,
+    order: Vec<usize>,
+}
+
+impl SampleStream {
+    fn new(samples: &[Sequence], batch_size: usize, device: tch::Device, seed: u64) -> Self {
+        let baseline = if samples.is_empty() {
+            0.0
+        } else {
+            samples.iter().map(|s| f64::from(s.label)).sum::<f64>() / samples.len() as f64
+        };
+        SampleStream {
+            batches: batches(samples, batch_size, device),
+            baseline,
+            seed,
+            cursor: 0,
+            order: Vec::new(),
         }
-    };
-    let trainable_parameters = match &lora {
-        Some(set) => set.parameter_count(),
-        None => parameters.iter().map(|t| t.numel() as i64).sum(),
-    };
-    let mut optimizer = AdamW::new(
-        parameters,
-        options.learning_rate,
-        options.weight_decay,
-        total_steps.max(1),
-    )?;
-    log(&format!(
-        "fine-tuning {trainable_parameters} parameters: {} data batches × {} epochs, {} sample batches, λ {lambda}, {total_steps} steps",
-        data_batches.len(),
-        options.epochs,
-        sample_batches.len()
-    ));
+    }
 
-    let mut stats = FinetuneStats {
-        steps: 0,
-        micro_batches: 0,
-        trainable_parameters,
-        lm_losses: Vec::new(),
-        regularizer_losses: Vec::new(),
-        kl_before,
-        kl_after: None,
-        regularizer_samples: samples.len(),
-        masked_samples,
-        seconds: 0.0,
-    };
-    let mut sample_cursor = 0usize;
-    let mut sample_order: Vec<usize> = Vec::new();
-    for epoch in 0..options.epochs {
-        let order = epoch_order(data_batches.len(), seed, epoch)?;
-        let (mut lm_total, mut lm_count) = (0.0, 0.0);
-        let (mut reg_total, mut reg_count) = (0.0, 0.0);
+    /// The next batch, for micro-batch `done` of `epoch`.
+    fn next(&mut self, epoch: usize, done: usize) -> Result<&Batch> {
+        if self.cursor == 0 {
+            self.order = epoch_order(
+                self.batches.len(),
+                self.seed.wrapping_add(1000),
+                epoch * 1000 + done,
+            )?;
+        }
+        let index = self.order[self.cursor];
+        self.cursor = (self.cursor + 1) % self.batches.len();
+        Ok(&self.batches[index])
+    }
+}
+
+/// One regularizer term on `batch`: its summed value, its count, and its mean as a loss.
+fn regularizer_term(
+    policy: &dyn CausalLm,
+    regularizer: &Regularizer,
+    batch: &Batch,
+    baseline: f64,
+) -> Option<(f64, f64, Tensor)> {
+    match regularizer {
+        Regularizer::Nado {
+            reference,
+            auxiliary,
+            ..
+        } => {
+            let (ce, _, n) = nado_terms(policy, *reference, auxiliary, batch);
+            (n > 0.0).then(|| (ce.double_value(&[]), n, ce / n))
+        }
+        Regularizer::Reinforce { .. } => {
+            let (term, n) = reinforce_term(policy, batch, baseline);
+            Some((term.double_value(&[]), n, term / n))
+        }
+        Regularizer::None => None,
+    }
+}
+
+/// Summed losses and their counts over one epoch.
+#[derive(Default)]
+struct EpochLosses {
+    lm_total: f64,
+    lm_count: f64,
+    reg_total: f64,
+    reg_count: f64,
+}
+
+impl EpochLosses {
+    fn lm_mean(&self) -> f64 {
+        self.lm_total / self.lm_count.max(1.0)
+    }
+
+    /// Adds the epoch's means to `stats` and logs them; a non-finite LM loss is divergence.
+    fn record(
+        &self,
+        epoch: usize,
+        epochs: usize,
+        stats: &mut FinetuneStats,
+        log: &mut impl FnMut(&str),
+    ) -> Result<()> {
+        let lm_mean = self.lm_mean();
+        if !lm_mean.is_finite() {
+            bail!(
+                "fine-tuning diverged in epoch {} (LM loss {lm_mean})",
+                epoch + 1
+            );
+        }
+        stats.lm_losses.push(lm_mean);
+        let regularizer = (self.reg_count > 0.0).then(|| self.reg_total / self.reg_count);
+        stats.regularizer_losses.extend(regularizer);
+        log(&format!(
+            "epoch {}/{epochs}: LM loss {lm_mean:.4}{}",
+            epoch + 1,
+            regularizer.map_or(String::new(), |r| format!(", regularizer {r:.4}"))
+        ));
+        Ok(())
+    }
+}
+
+/// The state one fine-tuning job carries from micro-batch to micro-batch.
+struct Run<'a> {
+    policy: &'a dyn CausalLm,
+    regularizer: &'a Regularizer<'a>,
+    lambda: f64,
+    options: &'a FinetuneOptions,
+    seed: u64,
+    data_batches: Vec<Batch>,
+    samples: SampleStream,
+    optimizer: AdamW,
+    lora: Option<&'a LoraSet>,
+}
+
+impl Run<'_> {
+    /// One pass over the data mix in the epoch's seeded order, an optimiser step every
+    /// `accumulate` micro-batches (and at the end).
+    fn epoch(
+        &mut self,
+        epoch: usize,
+        stats: &mut FinetuneStats,
+        log: &mut impl FnMut(&str),
+    ) -> Result<EpochLosses> {
+        let order = epoch_order(self.data_batches.len(), self.seed, epoch)?;
+        let accumulate = self.options.accumulate;
+        let mut losses = EpochLosses::default();
         for (done, &i) in order.iter().enumerate() {
-            if done % options.accumulate == 0 {
-                optimizer.zero_grad()?;
-                if let Some(set) = &lora {
+            if done % accumulate == 0 {
+                self.optimizer.zero_grad()?;
+                if let Some(set) = self.lora {
                     set.zero_weight_grads();
                 }
             }
-            let (nll, n) = summed_nll(policy, &data_batches[i]);
-            let mut loss = if n > 0.0 {
-                lm_total += nll.double_value(&[]);
-                lm_count += n;
-                nll / n
-            } else {
-                Tensor::zeros([], (Kind::Float, device))
-            };
-            if lambda > 0.0 && !sample_batches.is_empty() {
-                if sample_cursor == 0 {
-                    sample_order = epoch_order(
-                        sample_batches.len(),
-                        seed.wrapping_add(1000),
-                        epoch * 1000 + done,
-                    )?;
-                }
-                let batch = &sample_batches[sample_order[sample_cursor]];
-                sample_cursor = (sample_cursor + 1) % sample_batches.len();
-                let term = match regularizer {
-                    Regularizer::Nado {
-                        reference,
-                        auxiliary,
-                        ..
-                    } => {
-                        let (ce, _, n) = nado_terms(policy, *reference, auxiliary, batch);
-                        (n > 0.0).then(|| (ce.double_value(&[]), n, ce / n))
-                    }
-                    Regularizer::Reinforce { .. } => {
-                        let (term, n) = reinforce_term(policy, batch, baseline);
-                        Some((term.double_value(&[]), n, term / n))
-                    }
-                    Regularizer::None => None,
-                };
-                if let Some((value, n, mean)) = term {
-                    reg_total += value;
-                    reg_count += n;
-                    // Out of place: the sum is a new node of the autograd graph.
-                    #[allow(clippy::assign_op_pattern)]
-                    {
-                        loss = loss + mean * lambda;
-                    }
-                }
-            }
-            (loss / options.accumulate as f64).backward();
+            let loss = self.micro_batch_loss(i, epoch, done, &mut losses)?;
+            (loss / accumulate as f64).backward();
             stats.micro_batches += 1;
-            let window_ends = (done + 1) % options.accumulate == 0 || done + 1 == order.len();
-            if window_ends {
-                if let Some(set) = &lora {
+            if (done + 1) % accumulate == 0 || done + 1 == order.len() {
+                if let Some(set) = self.lora {
                     set.transfer_gradients();
                 }
-                optimizer.step()?;
-                if let Some(set) = &lora {
+                self.optimizer.step()?;
+                if let Some(set) = self.lora {
                     set.merge();
                 }
                 stats.steps += 1;
@@ -315,43 +453,45 @@ pub fn finetune(
                     epoch + 1,
                     done + 1,
                     order.len(),
-                    lm_total / lm_count.max(1.0)
+                    losses.lm_mean()
                 ));
             }
         }
-        let lm_mean = lm_total / lm_count.max(1.0);
-        if !lm_mean.is_finite() {
-            bail!(
-                "fine-tuning diverged in epoch {} (LM loss {lm_mean})",
-                epoch + 1
-            );
-        }
-        stats.lm_losses.push(lm_mean);
-        if reg_count > 0.0 {
-            stats.regularizer_losses.push(reg_total / reg_count);
-        }
-        log(&format!(
-            "epoch {}/{}: LM loss {lm_mean:.4}{}",
-            epoch + 1,
-            options.epochs,
-            if reg_count > 0.0 {
-                format!(", regularizer {:.4}", reg_total / reg_count)
-            } else {
-                String::new()
+        Ok(losses)
+    }
+
+    /// LM loss on data batch `i` plus λ times the regularizer on the next sample batch; adds
+    /// both to `losses`.
+    fn micro_batch_loss(
+        &mut self,
+        i: usize,
+        epoch: usize,
+        done: usize,
+        losses: &mut EpochLosses,
+    ) -> Result<Tensor> {
+        let (nll, n) = summed_nll(self.policy, &self.data_batches[i]);
+        let mut loss = if n > 0.0 {
+            losses.lm_total += nll.double_value(&[]);
+            losses.lm_count += n;
+            nll / n
+        } else {
+            Tensor::zeros([], (Kind::Float, self.policy.info().device))
+        };
+        if self.lambda > 0.0 && !self.samples.batches.is_empty() {
+            let baseline = self.samples.baseline;
+            let batch = self.samples.next(epoch, done)?;
+            if let Some((value, n, mean)) =
+                regularizer_term(self.policy, self.regularizer, batch, baseline)
+            {
+                losses.reg_total += value;
+                losses.reg_count += n;
+                // Out of place: the sum is a new node of the autograd graph.
+                #[allow(clippy::assign_op_pattern)]
+                {
+                    loss = loss + mean * self.lambda;
+                }
             }
-        ));
+        }
+        Ok(loss)
     }
-    drop(optimizer);
-    let factors = lora.as_ref().map(LoraSet::named_factors);
-    drop(lora);
-    if let Regularizer::Nado {
-        reference,
-        auxiliary,
-        ..
-    } = regularizer
-    {
-        stats.kl_after = Some(mean_kl(policy, *reference, auxiliary, &sample_batches));
-    }
-    stats.seconds = started.elapsed().as_secs_f64();
-    Ok((stats, factors))
 }

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+pub use crate::label::LabelRule;
 use crate::nado::AuxiliaryOptions;
 use crate::objective::{Adaptation, FinetuneOptions};
 
@@ -101,25 +102,6 @@ fn default_temperature() -> f64 {
 }
 fn default_sample_batch() -> usize {
     16
-}
-
-/// How a sample's toxicity becomes its label y (the probability it satisfies the constraint).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LabelRule {
-    pub scorer: String,
-    /// Absent: y = 1 − toxicity. Given: y = 1 when toxicity < threshold, else 0.
-    #[serde(default)]
-    pub threshold: Option<f64>,
-}
-
-impl LabelRule {
-    pub fn label(&self, toxicity: f32) -> f32 {
-        match self.threshold {
-            Some(t) => f32::from(u8::from(f64::from(toxicity) < t)),
-            None => 1.0 - toxicity,
-        }
-    }
 }
 
 /// The fine-tuning job's settings, as written in the spec.
@@ -334,7 +316,7 @@ fn validate(
         if raw.label.is_none() {
             return Err(at(
                 "label",
-                "samples need a label rule (scorer, optional threshold)".into(),
+                "samples need a label rule (scorer, optional hard and policy)".into(),
             ));
         }
         if raw.lambda == 0.0 {
@@ -379,7 +361,7 @@ fn validate(
         }
     }
     let base = resolve_base(&raw.base, dir).map_err(|e| at("base", format!("{e:#}")))?;
-    let output = spec::cell::normalize(&dir.join(&raw.output));
+    let output = paths::normalize(&dir.join(&raw.output));
     let name = raw.name.clone().unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
@@ -632,15 +614,16 @@ mod tests {
             "finetune: {adaptation: {mode: lora, rank: 0}, ",
         );
         assert!(err(&lora).contains("finetune.adaptation.rank: must be at least 1"));
-        let rule = LabelRule {
-            scorer: "x".into(),
-            threshold: Some(0.5),
-        };
+        let rule =
+            check(&raw("").replace("{scorer: profanity}", "{scorer: profanity, threshold: 0.5}"))
+                .unwrap()
+                .label
+                .unwrap();
         assert_eq!((rule.label(0.7), rule.label(0.2)), (0.0, 1.0));
-        let soft = LabelRule {
-            scorer: "x".into(),
-            threshold: None,
-        };
-        assert!((soft.label(0.25) - 0.75).abs() < 1e-6);
+        assert!(err(&raw("").replace(
+            "{scorer: profanity}",
+            "{scorer: profanity, threshold: 0.5, policy: {}}"
+        ))
+        .contains("not both"));
     }
 }

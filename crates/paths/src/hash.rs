@@ -56,7 +56,10 @@ pub fn splitmix64(mut z: u64) -> u64 {
 /// started from the offset basis mixed with the seed, then [`splitmix64`] of it plus the gamma.
 /// Seeded subsampling (`data::sample`) sorts by it.
 pub fn seeded_key(seed: u64, id: &str) -> u64 {
-    let h = fnv1a_64_from(FNV64_OFFSET ^ seed.wrapping_mul(GOLDEN_GAMMA), id.as_bytes());
+    let h = fnv1a_64_from(
+        FNV64_OFFSET ^ seed.wrapping_mul(GOLDEN_GAMMA),
+        id.as_bytes(),
+    );
     splitmix64(h.wrapping_add(GOLDEN_GAMMA))
 }
 
@@ -90,7 +93,10 @@ mod tests {
     #[test]
     fn fnv1a_128_reference_values() {
         assert_eq!(fnv1a_128(b""), FNV128_OFFSET);
-        assert_eq!(fnv1a_128(b"a"), 0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964_u128);
+        assert_eq!(
+            fnv1a_128(b"a"),
+            0xd228_cb69_6f1a_8caf_7891_2b70_4e4a_8964_u128
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! there. Nothing here touches the disk beyond checking existence, so every crate (with or
 //! without libtorch) can depend on it.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Environment variable naming the `shared/` folder (data, fixtures, notes). CI sets it; without it
 /// the folder beside the checkout is used.
@@ -96,5 +96,41 @@ pub fn minilm_dir() -> PathBuf {
     state_dir().join("scorers").join("minilm")
 }
 
+/// `path` cleaned lexically: `.` parts dropped and each `..` taking back the part before it,
+/// without touching the disk (so an output folder that does not exist yet still gets one
+/// spelling, and symlinks are not resolved). A `..` right after the root is dropped (`/..` is
+/// `/`); one with nothing before it to take back, in a relative path, stays.
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut kept: Vec<Component<'_>> = Vec::new();
+    for part in path.components() {
+        match (part, kept.last()) {
+            (Component::CurDir, _) => {}
+            (Component::ParentDir, Some(Component::Normal(_))) => {
+                kept.pop();
+            }
+            (Component::ParentDir, Some(Component::RootDir | Component::Prefix(_))) => {}
+            (other, _) => kept.push(other),
+        }
+    }
+    kept.iter().collect()
+}
+
 pub mod hash;
 pub use hash::stable_hash;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_is_lexical() {
+        let n = |p: &str| normalize(Path::new(p));
+        assert_eq!(n("/a/./b/../c"), PathBuf::from("/a/c"));
+        assert_eq!(n("/a/b/../../.."), PathBuf::from("/"));
+        assert_eq!(n("a/../../b"), PathBuf::from("../b"));
+        assert_eq!(n("../../x/./y/.."), PathBuf::from("../../x"));
+        assert_eq!(n("./"), PathBuf::new());
+        // Does not need the path to exist.
+        assert_eq!(n("/no/such/folder/../run"), PathBuf::from("/no/such/run"));
+    }
+}
