@@ -15,13 +15,7 @@ use crate::ModelArgs;
 /// `calibration_fusion` looks for it: `.detox/calibration/<base folder name>` (toxic-trained
 /// anti-experts get a `-toxic` suffix).
 pub fn default_calibration_dir(base: &Path, toxic: bool) -> PathBuf {
-    let name = base
-        .file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    let suffix = if toxic { "-toxic" } else { "" };
-    paths::state_dir()
-        .join("calibration")
-        .join(format!("{name}{suffix}"))
+    fusion::default_calibration_dir(base, toxic)
 }
 
 #[derive(Args, Debug)]

@@ -5,7 +5,7 @@
 //! space and its file small to describe. Written as an ordinary Hugging Face folder, with a
 //! `calibration.json` record of how it was made.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use lm::sequences::{batches, perplexity, summed_nll, Sequence};
@@ -61,7 +61,7 @@ pub struct CalibrationRecord {
     /// The command that made it.
     pub procedure: String,
     /// The base model's folder name and checkpoint fingerprint.
-    pub base: sasa::ModelIdentity,
+    pub base: artifact::ModelIdentity,
     pub options: CalibrationOptions,
     /// Where the texts came from, in words (sources, label filter, counts).
     pub data: String,
@@ -129,6 +129,13 @@ fn held_out_perplexity(
     (tokens > 0).then_some(ppl)
 }
 
+/// Where `detox train calibration` writes a calibration model built from `base` by default, and
+/// where fusion and DExperts look for it: `.detox/calibration/<base folder name>`, with a `-toxic`
+/// suffix for an anti-expert trained on toxic text (see [`artifact::locations::calibration_dir`]).
+pub fn default_calibration_dir(base: &Path, toxic: bool) -> PathBuf {
+    artifact::locations::calibration_dir(base, toxic)
+}
+
 /// Cuts the base in `base_dir` to `options.layers` blocks, trains it on `train` (measuring
 /// held-out perplexity on `held_out` before and after), and writes the folder `out` with its
 /// record. `out` must not exist; nothing is written unless training finishes.
@@ -159,7 +166,7 @@ pub fn train_calibration(
         LoadedModel::load_layers(base_dir, device, DtypeChoice::F32, Some(options.layers))?;
     let model = loaded.model.as_ref();
     let info = model.info().clone();
-    let base = sasa::ModelIdentity::of_folder(base_dir, &info)?;
+    let base = artifact::ModelIdentity::of_folder(base_dir, &info)?;
     let train_encoded = encode(&loaded, train, options.max_tokens)?;
     let held_encoded = if held_out.is_empty() {
         Vec::new()

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use artifact::ModelIdentity;
 use decode::{candidates, generate_all, Generation, Request, SamplingParams, Settings, Steering};
 use lm::{left_pad, DeviceChoice, DtypeChoice, LoadedModel};
 use rad::{Rad, RadParams, RadStats, RewardFitRecord, RewardHead, RewardModel, RewardPath};
-use sasa::ModelIdentity;
 use tch::{Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-4;

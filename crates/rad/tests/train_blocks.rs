@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
+use artifact::SourceTexts;
 use data::LabelledText;
 use lm::{left_pad, CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use rad::{fit_reward, FeatureOptions, FitOptions, RewardHead, RewardModel, TopBlockOptions};
-use sasa::SourceTexts;
 use tch::Tensor;
 
 /// Made-up texts whose label is whether they contain "bad": learnable from the tokens.
