@@ -14,7 +14,7 @@ use crate::ModelArgs;
 /// Where a calibration model built from `base` is written by default
 /// ([`fusion::calibration::default_dir`]).
 pub fn default_calibration_dir(base: &Path, toxic: bool) -> PathBuf {
-    fusion::calibration::default_dir(base, toxic)
+    fusion::default_calibration_dir(base, toxic)
 }
 
 #[derive(Args, Debug)]

@@ -5,8 +5,12 @@ use decode::{generate, FinishReason, Generation, Request, SamplingParams, Settin
 use lm::{DeviceChoice, DtypeChoice, LoadedModel};
 
 fn load(name: &str) -> LoadedModel {
-    let dir = paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"));
-    LoadedModel::load(&dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap_or_else(|e| panic!("{e:#}"))
+    LoadedModel::load(
+        &test_support::fixture(name),
+        DeviceChoice::Cpu,
+        DtypeChoice::F32,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn settings(batch_size: usize, seed: u64) -> Settings {
@@ -109,7 +113,7 @@ fn samples_do_not_depend_on_batching() {
 fn greedy_loop_matches_transformers() {
     for name in ["tiny-llama", "tiny-gpt2"] {
         let model = load(name);
-        let fixture = paths::fixture_dir(name);
+        let fixture = test_support::fixture(name);
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
                 .unwrap();

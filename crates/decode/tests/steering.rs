@@ -11,8 +11,12 @@ use lm::{DeviceChoice, DtypeChoice, LoadedModel};
 use tch::{Kind, Tensor};
 
 fn load(name: &str) -> LoadedModel {
-    let dir = paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"));
-    LoadedModel::load(&dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap_or_else(|e| panic!("{e:#}"))
+    LoadedModel::load(
+        &test_support::fixture(name),
+        DeviceChoice::Cpu,
+        DtypeChoice::F32,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn settings(batch_size: usize, stop_at_eos: bool) -> Settings {

@@ -118,8 +118,7 @@ impl<S: Steering> Steering for Timed<S> {
 #[test]
 fn listed_words_never_reach_the_output_of_the_default_model() {
     let test_started = Instant::now();
-    let dir = paths::require(&paths::default_model_dir(), "the imported default model")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = test_support::default_model();
     let model = LoadedModel::load(&dir, DeviceChoice::Cpu, DtypeChoice::F32)
         .unwrap_or_else(|e| panic!("{e:#}"));
     let list = filter::load_lists(&[ListRef::Rtp]).unwrap_or_else(|e| panic!("{e:#}"));

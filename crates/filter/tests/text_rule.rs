@@ -6,8 +6,7 @@ use filter::{banned_sequences, BanIndex, TextRule, WordList};
 use lm::TextTokenizer;
 
 fn tokenizer() -> TextTokenizer {
-    let dir = paths::require(&paths::default_model_dir(), "the imported default model")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = test_support::default_model();
     TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap_or_else(|e| panic!("{e:#}"))
 }
 

@@ -19,9 +19,12 @@ use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use tch::Tensor;
 
 fn load() -> LoadedModel {
-    let dir = paths::require(&paths::fixture_dir("tiny-llama"), "tiny-llama")
-        .unwrap_or_else(|e| panic!("{e}"));
-    LoadedModel::load(&dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap_or_else(|e| panic!("{e:#}"))
+    LoadedModel::load(
+        &test_support::tiny_llama(),
+        DeviceChoice::Cpu,
+        DtypeChoice::F32,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn settings(batch_size: usize) -> Settings {

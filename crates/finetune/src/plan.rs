@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use artifact::locations::{finetune_auxiliary_name, finetune_policy_name, finetune_samples_name};
 use serde::{Deserialize, Serialize};
 
 pub use crate::label::LabelRule;
@@ -409,21 +410,21 @@ impl Job {
     /// The job's name: the output it writes.
     pub fn name(&self) -> String {
         match self {
-            Job::Sample { policy } => format!("samples-{policy}"),
-            Job::Auxiliary { out, .. } => format!("auxiliary-{out}"),
-            Job::Finetune { out, .. } => format!("policy-{out}"),
+            Job::Sample { policy } => finetune_samples_name(*policy),
+            Job::Auxiliary { out, .. } => finetune_auxiliary_name(*out),
+            Job::Finetune { out, .. } => finetune_policy_name(*out),
         }
     }
 
     /// The outputs (by name) the job reads; policy-0 is the base and always there.
     pub fn inputs(&self) -> Vec<String> {
-        let policy = |k: usize| (k > 0).then(|| format!("policy-{k}"));
+        let policy = |k: usize| (k > 0).then(|| finetune_policy_name(k));
         match self {
             Job::Sample { policy: k } => policy(*k).into_iter().collect(),
             Job::Auxiliary { out, samples } => (*out > 1)
-                .then(|| format!("auxiliary-{}", out - 1))
+                .then(|| finetune_auxiliary_name(out - 1))
                 .into_iter()
-                .chain([format!("samples-{samples}")])
+                .chain([finetune_samples_name(*samples)])
                 .collect(),
             Job::Finetune {
                 out,
@@ -431,8 +432,8 @@ impl Job {
                 samples,
             } => policy(out - 1)
                 .into_iter()
-                .chain(auxiliary.map(|a| format!("auxiliary-{a}")))
-                .chain(samples.map(|s| format!("samples-{s}")))
+                .chain(auxiliary.map(finetune_auxiliary_name))
+                .chain(samples.map(finetune_samples_name))
                 .collect(),
         }
     }

@@ -4,7 +4,7 @@
 //! policy towards the teacher; REINFORCE raises a rewarded continuation; a written checkpoint
 //! reloads as the trained model.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use decode::{generate_all, Request, SamplingParams, Settings, Steering};
 use finetune::sequences::{batches, encode_texts, summed_nll, MixText, Sequence};
@@ -14,21 +14,10 @@ use finetune::{
 };
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TrainableSelection};
 use tch::{Kind, Tensor};
-
-fn tiny() -> PathBuf {
-    paths::require(&paths::fixture_dir("tiny-llama"), "tiny-llama")
-        .unwrap_or_else(|e| panic!("{e}"))
-}
+use test_support::{scratch_dir, tiny_llama};
 
 fn load(dir: &Path) -> LoadedModel {
     LoadedModel::load(dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap_or_else(|e| panic!("{e:#}"))
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("finetune-tests-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 const TEXTS: [&str; 4] = [
@@ -70,7 +59,7 @@ fn all_blocks(model: &dyn CausalLm) -> TrainableSelection {
 
 #[test]
 fn lora_gradients_match_central_differences_and_the_update_has_rank_r() {
-    let loaded = load(&tiny());
+    let loaded = load(&tiny_llama());
     let model = loaded.model.as_ref();
     let sequences = data(&loaded);
     let tensors = model.trainable_tensors(&all_blocks(model));
@@ -230,11 +219,11 @@ fn labelled(model: &LoadedModel, bad: i64) -> Vec<Sequence> {
 
 #[test]
 fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
-    let dir = scratch("auxiliary");
-    let policy = load(&tiny());
-    let mut auxiliary = Auxiliary::fresh(&tiny(), 1, DeviceChoice::Cpu).unwrap();
+    let dir = scratch_dir("finetune-tests-auxiliary");
+    let policy = load(&tiny_llama());
+    let mut auxiliary = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
     let plain = sample(&policy, &mut []);
-    let neutral = Auxiliary::fresh(&tiny(), 1, DeviceChoice::Cpu).unwrap();
+    let neutral = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
     let vocab = policy.model.info().vocab_size;
     let nado =
         NadoDecoding::new(neutral, &policy.tokenizer, vocab, NadoParams { alpha: 3.0 }).unwrap();
@@ -247,7 +236,7 @@ fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
     // NADO decoding's perplexity equals the model's own with a neutral head, not with a trained one.
     let texts = data(&policy);
     let own = finetune::sequences::perplexity(policy.model.as_ref(), &texts, 2);
-    let neutral = Auxiliary::fresh(&tiny(), 1, DeviceChoice::Cpu).unwrap();
+    let neutral = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
     let under_q =
         finetune::nado::decoding_perplexity(policy.model.as_ref(), &neutral, 1.0, &texts, 2);
     assert_eq!(own.1, under_q.1);
@@ -323,7 +312,7 @@ fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
     let steered = sample(&policy, &mut [Box::new(trained)]);
     assert_ne!(steered, plain, "a trained auxiliary model steers");
     assert_eq!(sample(&policy, &mut [Box::new(again)]), steered);
-    assert!(Auxiliary::load(&tiny(), DeviceChoice::Cpu, DtypeChoice::F32).is_err());
+    assert!(Auxiliary::load(&tiny_llama(), DeviceChoice::Cpu, DtypeChoice::F32).is_err());
     assert!(NadoParams { alpha: -1.0 }.validate().is_err());
 }
 
@@ -353,10 +342,10 @@ fn next_probability(model: &dyn CausalLm, prompt: &[i64], token: i64) -> f64 {
 
 #[test]
 fn the_nado_regularizer_pulls_the_policy_towards_its_teacher() {
-    let dir = scratch("nado-finetune");
-    let policy = load(&tiny());
-    let reference = load(&tiny());
-    let auxiliary = Auxiliary::fresh(&tiny(), 1, DeviceChoice::Cpu).unwrap();
+    let dir = scratch_dir("finetune-tests-nado-finetune");
+    let policy = load(&tiny_llama());
+    let reference = load(&tiny_llama());
+    let auxiliary = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
     // A teacher that strongly avoids one token everywhere: R(·, bad) = σ(−8).
     let bad = 42;
     tch::no_grad(|| {
@@ -372,7 +361,7 @@ fn the_nado_regularizer_pulls_the_policy_towards_its_teacher() {
     };
     let data = data(&policy);
     // The same data and steps without the regularizer, for comparison.
-    let unregularized = load(&tiny());
+    let unregularized = load(&tiny_llama());
     let (plain, _) = finetune(
         unregularized.model.as_ref(),
         &data,
@@ -420,7 +409,7 @@ fn the_nado_regularizer_pulls_the_policy_towards_its_teacher() {
         auxiliary: &auxiliary,
         samples: &masked,
     };
-    let fresh = load(&tiny());
+    let fresh = load(&tiny_llama());
     let (stats, _) = finetune(
         fresh.model.as_ref(),
         &data,
@@ -438,7 +427,7 @@ fn the_nado_regularizer_pulls_the_policy_towards_its_teacher() {
     let out = dir.join("policy");
     let model = policy.model.as_ref();
     lm::checkpoint::write_folder(
-        &tiny(),
+        &tiny_llama(),
         &out,
         None,
         model.export_tensors(&all_blocks(model)),
@@ -481,7 +470,7 @@ fn the_nado_regularizer_pulls_the_policy_towards_its_teacher() {
 
 #[test]
 fn reinforce_raises_the_rewarded_continuation() {
-    let policy = load(&tiny());
+    let policy = load(&tiny_llama());
     let bad = 42;
     let samples = labelled(&policy, bad);
     let prompt = policy.tokenizer.encode("The library opens").unwrap();

@@ -14,8 +14,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use artifact::{checkpoint_fingerprint, ModelIdentity};
 use lm::{left_pad, CausalLm, LoadedModel};
-use sasa::{checkpoint_fingerprint, ModelIdentity};
 use serde::{Deserialize, Serialize};
 use tch::{COptimizer, Device, Kind, Tensor};
 
@@ -155,11 +155,7 @@ impl AlignMap {
     /// Where `detox train align` writes the map for a calibration model and target by default,
     /// and where fusion looks for it: `<calibration folder>/align-<target folder name>.json`.
     pub fn default_path(calibration_dir: &Path, target_dir: &Path) -> PathBuf {
-        let name = target_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "target".into());
-        calibration_dir.join(format!("align-{name}.json"))
+        artifact::locations::align_map(calibration_dir, target_dir)
     }
 
     /// Writes the JSON record at `path` and the tensors beside it (`<name>.safetensors`).

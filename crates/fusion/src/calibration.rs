@@ -13,19 +13,6 @@ use lm::train::{epoch_order, AdamW};
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel, TrainableSelection};
 use serde::{Deserialize, Serialize};
 
-/// Where a calibration model built from `base` is written by default, and where
-/// `calibration_fusion` looks for it: `<state dir>/calibration/<base folder name>` (toxic-trained
-/// anti-experts for DExperts get a `-toxic` suffix).
-pub fn default_dir(base: &Path, toxic: bool) -> PathBuf {
-    let name = base
-        .file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    let suffix = if toxic { "-toxic" } else { "" };
-    paths::state_dir()
-        .join("calibration")
-        .join(format!("{name}{suffix}"))
-}
-
 /// One training text: the loss counts only the completion's tokens (the whole text when the
 /// prompt is empty), each predicted from everything before it.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,7 +61,7 @@ pub struct CalibrationRecord {
     /// The command that made it.
     pub procedure: String,
     /// The base model's folder name and checkpoint fingerprint.
-    pub base: sasa::ModelIdentity,
+    pub base: artifact::ModelIdentity,
     pub options: CalibrationOptions,
     /// Where the texts came from, in words (sources, label filter, counts).
     pub data: String,
@@ -142,6 +129,13 @@ fn held_out_perplexity(
     (tokens > 0).then_some(ppl)
 }
 
+/// Where `detox train calibration` writes a calibration model built from `base` by default, and
+/// where fusion and DExperts look for it: `.detox/calibration/<base folder name>`, with a `-toxic`
+/// suffix for an anti-expert trained on toxic text (see [`artifact::locations::calibration_dir`]).
+pub fn default_calibration_dir(base: &Path, toxic: bool) -> PathBuf {
+    artifact::locations::calibration_dir(base, toxic)
+}
+
 /// Cuts the base in `base_dir` to `options.layers` blocks, trains it on `train` (measuring
 /// held-out perplexity on `held_out` before and after), and writes the folder `out` with its
 /// record. `out` must not exist; nothing is written unless training finishes.
@@ -172,7 +166,7 @@ pub fn train_calibration(
         LoadedModel::load_layers(base_dir, device, DtypeChoice::F32, Some(options.layers))?;
     let model = loaded.model.as_ref();
     let info = model.info().clone();
-    let base = sasa::ModelIdentity::of_folder(base_dir, &info)?;
+    let base = artifact::ModelIdentity::of_folder(base_dir, &info)?;
     let train_encoded = encode(&loaded, train, options.max_tokens)?;
     let held_encoded = if held_out.is_empty() {
         Vec::new()

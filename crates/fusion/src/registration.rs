@@ -10,7 +10,7 @@ use method_info::{derive_params, MethodInfo, ParamDoc, Range, StrengthInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::align::AlignMap;
-use crate::calibration::default_dir;
+use crate::calibration::default_calibration_dir as default_dir;
 use crate::steering::{CalibrationFusion, DExperts, DExpertsParams, FusionParams};
 
 /// The `calibration_fusion` parameters a spec may give (the strength is α).

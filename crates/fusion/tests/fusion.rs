@@ -14,10 +14,7 @@ use fusion::{
 };
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use tch::{Kind, Tensor};
-
-fn fixture(name: &str) -> PathBuf {
-    paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"))
-}
+use test_support::fixture;
 
 fn load(dir: &Path) -> LoadedModel {
     LoadedModel::load(dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap_or_else(|e| panic!("{e:#}"))
@@ -48,8 +45,7 @@ fn texts(n: usize) -> Vec<TrainingText> {
 fn calibration() -> &'static (PathBuf, PathBuf) {
     static MADE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     MADE.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("fusion-tests-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = test_support::scratch_dir("fusion-tests");
         let out = root.join("calibration");
         let options = CalibrationOptions {
             layers: 1,
@@ -318,10 +314,11 @@ fn a_model_with_another_tokenizer_is_refused() {
     let (a, b) = (name_of(400), name_of(401));
     vocab.insert(a, 401.into());
     vocab.insert(b, 400.into());
-    let swapped = std::env::temp_dir().join(format!("fusion-swapped-{}.json", std::process::id()));
+    let scratch = test_support::scratch_dir("fusion-swapped");
+    let swapped = scratch.join("tokenizer.json");
     std::fs::write(&swapped, json.to_string()).unwrap();
     let other = lm::TextTokenizer::from_file(&swapped).unwrap_or_else(|e| panic!("{e:#}"));
-    std::fs::remove_file(&swapped).unwrap();
+    std::fs::remove_dir_all(&scratch).unwrap();
     let (dir, _) = calibration();
     let error = DExperts::new(
         load(dir),

@@ -8,8 +8,7 @@ use common::*;
 use lm::likelihood::continuation_nll;
 
 fn model_dir() -> std::path::PathBuf {
-    paths::require(&paths::default_model_dir(), "the imported default model")
-        .unwrap_or_else(|e| panic!("{e}"))
+    test_support::default_model()
 }
 
 #[test]

@@ -9,9 +9,7 @@ use tch::Tensor;
 #[test]
 fn sharded_checkpoint_equals_single_file() {
     let tiny = fixture("tiny-llama");
-    let dir = std::env::temp_dir().join(format!("detox-sharded-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = test_support::scratch_dir("detox-sharded");
     for name in ["config.json", "tokenizer.json", "generation_config.json"] {
         std::fs::copy(tiny.join(name), dir.join(name)).unwrap();
     }

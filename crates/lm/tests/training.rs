@@ -10,9 +10,14 @@ use tch::{Kind, Tensor};
 const MODELS: [&str; 2] = ["tiny-llama", "tiny-gpt2"];
 
 fn load(name: &str, overrides: &[PathBuf]) -> LoadedModel {
-    let dir = paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"));
-    LoadedModel::load_with(&dir, DeviceChoice::Cpu, DtypeChoice::F32, None, overrides)
-        .unwrap_or_else(|e| panic!("{e:#}"))
+    LoadedModel::load_with(
+        &test_support::fixture(name),
+        DeviceChoice::Cpu,
+        DtypeChoice::F32,
+        None,
+        overrides,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Two rows of different lengths, so the second is left-padded.
@@ -127,8 +132,7 @@ fn exported_top_blocks_load_back_as_overrides() {
             "{name}: the update changed nothing"
         );
 
-        let dir = std::env::temp_dir().join(format!("lm-training-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_support::scratch_dir(&format!("lm-training-{name}"));
         let file = dir.join("top.safetensors");
         let exported = model.export_tensors(&selection);
         Tensor::write_safetensors(&exported, &file).unwrap();
@@ -141,7 +145,7 @@ fn exported_top_blocks_load_back_as_overrides() {
         let mut bad = exported;
         bad[0].0 = "no.such.tensor".into();
         Tensor::write_safetensors(&bad, &file).unwrap();
-        let dir_of_model = paths::fixture_dir(name);
+        let dir_of_model = test_support::fixture(name);
         let error = LoadedModel::load_with(
             &dir_of_model,
             DeviceChoice::Cpu,

@@ -15,13 +15,10 @@ fn hidden(model: &dyn CausalLm, ids: &[i64]) -> Tensor {
 
 /// A copy of `dir` whose config and weights hold only block 0.
 fn one_block_copy(dir: &Path, layers_key: &str, block_prefix: &str) -> std::path::PathBuf {
-    let out = std::env::temp_dir().join(format!(
-        "lm-truncated-{}-{}",
-        std::process::id(),
+    let out = test_support::scratch_dir(&format!(
+        "lm-truncated-{}",
         dir.file_name().unwrap().to_string_lossy()
     ));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     config[layers_key] = serde_json::json!(1);
@@ -43,7 +40,7 @@ fn first_blocks_equal_a_checkpoint_cut_by_hand() {
         ("tiny-llama", "num_hidden_layers", "layers.1."),
         ("tiny-gpt2", "n_layer", "h.1."),
     ] {
-        let dir = paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"));
+        let dir = test_support::fixture(name);
         let load = |dir: &Path, layers| {
             LoadedModel::load_layers(dir, DeviceChoice::Cpu, DtypeChoice::F32, layers)
                 .unwrap_or_else(|e| panic!("{e:#}"))

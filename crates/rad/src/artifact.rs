@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use artifact::{checkpoint_fingerprint, ModelIdentity, SourceCounts};
 use lm::{CausalLm, ModelInfo, TrainableSelection};
-use sasa::{checkpoint_fingerprint, ModelIdentity, SourceCounts};
 use serde::{Deserialize, Serialize};
 
 use crate::train::TopBlockOptions;
@@ -132,7 +132,7 @@ impl RewardHead {
     /// Where `detox train rad-reward` writes the head for the backbone in `model_dir` by default,
     /// and where decoding with that model looks for it: `configs/rad/<model folder name>.json`.
     pub fn default_path(model_dir: &Path) -> PathBuf {
-        paths::fitted_method_file("rad", model_dir)
+        artifact::locations::rad_reward_head(model_dir)
     }
 
     /// Reads and checks a head file (format, lengths, finite values, layers).
@@ -164,7 +164,7 @@ impl RewardHead {
             );
         }
         self.validate()?;
-        sasa::subspace::json::write_compact(self, path, "reward head")
+        artifact::json::write_compact(self, path, "reward head")
     }
 
     /// Writes the head file and, when its top blocks were trained, those blocks' and the final
@@ -191,7 +191,7 @@ impl RewardHead {
                 format!("{}: cannot write the trained blocks", blocks.display())
             })?;
         }
-        sasa::subspace::json::write_compact(self, path, "reward head")
+        artifact::json::write_compact(self, path, "reward head")
     }
 
     /// Where the trained top blocks of the head file at `head_path` live: beside it, as
@@ -376,5 +376,14 @@ mod tests {
             "unknown fields are refused"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The committed head reads and writes back byte for byte: the layout has not drifted.
+    #[test]
+    fn the_committed_head_is_written_back_unchanged() {
+        let committed = RewardHead::default_path(&paths::default_model_dir());
+        let written =
+            artifact::json::compact_bytes(&RewardHead::load(&committed).unwrap()).unwrap();
+        assert!(written == std::fs::read(&committed).unwrap());
     }
 }

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use artifact::{ModelIdentity, SourceCounts, SourceTexts};
 use data::LabelledText;
 use lm::{check_token_ids, left_pad, ArchitectureConfig, CausalLm, LoadedModel, TextTokenizer};
-use sasa::{ModelIdentity, SourceCounts, SourceTexts};
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::{RewardFitRecord, RewardHead, RewardMetrics, TrainedBlocks};

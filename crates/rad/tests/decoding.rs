@@ -8,17 +8,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use artifact::ModelIdentity;
 use decode::{candidates, generate_all, Generation, Request, SamplingParams, Settings, Steering};
 use lm::{left_pad, DeviceChoice, DtypeChoice, LoadedModel};
 use rad::{Rad, RadParams, RadStats, RewardFitRecord, RewardHead, RewardModel, RewardPath};
-use sasa::ModelIdentity;
 use tch::{Device, Kind, Tensor};
+use test_support::fixture;
 
 const TOLERANCE: f64 = 1e-4;
-
-fn fixture(name: &str) -> PathBuf {
-    paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn load(dir: &Path, layers: Option<usize>) -> LoadedModel {
     LoadedModel::load_layers(dir, DeviceChoice::Cpu, DtypeChoice::F32, layers)
@@ -274,9 +271,7 @@ fn cached_rewards_equal_a_full_rescore_of_every_candidate() {
 /// A copy of the model in `dir` whose tokenizer gives two ordinary tokens each other's ids: the
 /// same weights, another vocabulary.
 fn with_swapped_vocabulary(dir: &Path) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("rad-swapped-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).unwrap();
+    let out = test_support::scratch_dir("rad-swapped");
     for file in ["config.json", "model.safetensors", "generation_config.json"] {
         if dir.join(file).exists() {
             std::fs::copy(dir.join(file), out.join(file)).unwrap();
@@ -390,7 +385,7 @@ fn steered_samples_do_not_depend_on_the_batch() {
 fn a_head_for_another_backbone_or_depth_is_refused() {
     let llama = fixture("tiny-llama");
     let reward = made_up_reward(&llama, 1);
-    let dir = std::env::temp_dir().join(format!("rad-decoding-{}", std::process::id()));
+    let dir = test_support::scratch_dir("rad-decoding");
     let path = dir.join("tiny-llama.json");
     reward.head().save(&path).unwrap();
     assert!(RewardModel::load(&path, &llama, DeviceChoice::Cpu, DtypeChoice::F32).is_ok());
@@ -420,14 +415,7 @@ fn a_head_for_another_backbone_or_depth_is_refused() {
 /// obviously toxic sentence above a friendly one, and steers.
 #[test]
 fn the_committed_head_fits_the_default_model() {
-    let dir = paths::default_model_dir();
-    if !dir.exists() {
-        eprintln!(
-            "skipped: the default model is not imported at {} (scripts/setup.sh)",
-            dir.display()
-        );
-        return;
-    }
+    let dir = test_support::default_model();
     let path = RewardHead::default_path(&dir);
     let reward = RewardModel::load(&path, &dir, DeviceChoice::Cpu, DtypeChoice::F32)
         .unwrap_or_else(|e| panic!("{e:#}"));

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
+use artifact::SourceTexts;
 use data::LabelledText;
 use lm::{left_pad, CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use rad::{fit_reward, FeatureOptions, FitOptions, RewardHead, RewardModel, TopBlockOptions};
-use sasa::SourceTexts;
 use tch::Tensor;
 
 /// Made-up texts whose label is whether they contain "bad": learnable from the tokens.
@@ -69,7 +69,7 @@ fn last_token_rewards(model: &dyn CausalLm, head: &RewardHead, rows: &[Vec<i64>]
 fn trained_top_block_beats_the_frozen_optimum_and_reloads_exactly() {
     let sources = [source()];
     for name in ["tiny-llama", "tiny-gpt2"] {
-        let dir = paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"));
+        let dir = test_support::fixture(name);
         let frozen = fit_reward(&load(&dir), &sources, &options(None), |_| {}).unwrap();
         assert!(frozen.fit.trained_blocks.is_none());
 
@@ -101,7 +101,7 @@ fn trained_top_block_beats_the_frozen_optimum_and_reloads_exactly() {
             "{name}: training loss {trained_loss} is not below the frozen optimum {frozen_loss}"
         );
 
-        let out = std::env::temp_dir().join(format!("rad-train-{}-{name}", std::process::id()));
+        let out = test_support::scratch_dir(&format!("rad-train-{name}"));
         let path = out.join("head.json");
         assert!(head.save(&path).is_err(), "a trained head needs its blocks");
         head.save_with_blocks(&path, loaded.model.as_ref()).unwrap();

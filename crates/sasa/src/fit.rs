@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use artifact::{ModelIdentity, SourceCounts, SourceTexts};
 use data::LabelledText;
 use lm::{check_token_ids, left_pad, CausalLm, LoadedModel, TextTokenizer};
 use tch::{Device, Kind, Tensor};
 
-use crate::subspace::{ClassifierMetrics, FitRecord, ModelIdentity, SourceCounts, Subspace};
+use crate::subspace::{ClassifierMetrics, FitRecord, Subspace};
 
 /// Eigenvalues of the pooled covariance below this fraction of the largest one are treated as
 /// zero in its pseudo-inverse. The hidden states of a small LM spread their variance over a few
@@ -231,13 +232,6 @@ pub struct FitOptions {
     /// (safetensors, named by a hash of the checkpoint, device, dtype, token cut and texts), so
     /// refitting with another cut-off or another mix of sources does not run the model again.
     pub embedding_cache: Option<PathBuf>,
-}
-
-/// Labelled texts of one source, split.
-pub struct SourceTexts {
-    pub name: String,
-    pub train: Vec<LabelledText>,
-    pub held_out: Vec<LabelledText>,
 }
 
 /// Hidden states of `items` through the cache folder when there is one.

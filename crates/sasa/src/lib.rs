@@ -19,12 +19,13 @@ pub mod registration;
 pub mod steering;
 pub mod subspace;
 
+// What every fitted artifact shares lives in `artifact`; re-exported so `sasa::SourceTexts` and the
+// like keep working for the callers that name them here.
+pub use artifact::{checkpoint_fingerprint, ModelIdentity, SourceCounts, SourceTexts};
 pub use fit::{
     classifier_metrics, embed_texts, fit_discriminant, fit_subspace, Discriminant, EmbedOptions,
-    FitOptions, SourceTexts, DEFAULT_EIGEN_CUTOFF,
+    FitOptions, DEFAULT_EIGEN_CUTOFF,
 };
 pub use registration::{SasaMethod, SasaSpecParams};
 pub use steering::{LoggedRow, LoggedStep, MarginTransform, Sasa, SasaParams, SasaStats};
-pub use subspace::{
-    checkpoint_fingerprint, ClassifierMetrics, FitRecord, ModelIdentity, SourceCounts, Subspace,
-};
+pub use subspace::{ClassifierMetrics, FitRecord, Subspace};

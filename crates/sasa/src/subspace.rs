@@ -1,12 +1,11 @@
 //! The fitted discriminant of one model (`w`, `b` and what it was fitted on), its file format,
-//! and the checkpoint fingerprint that keeps it from being used with another model.
+//! and the checks that keep it from being used with another model.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use artifact::{checkpoint_fingerprint, ModelIdentity, SourceCounts};
 use lm::ModelInfo;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -16,44 +15,6 @@ pub const FORMAT: &str = "detox-sasa-subspace/1";
 
 /// How far `w` may be from unit length in a file (it is stored as float32).
 const UNIT_TOLERANCE: f64 = 1e-4;
-
-/// The model a subspace belongs to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelIdentity {
-    /// The model folder's name, for people reading the file (not checked: folders move).
-    pub folder: String,
-    pub architecture: String,
-    pub hidden_size: i64,
-    pub vocab_size: i64,
-    /// [`checkpoint_fingerprint`] of the folder: what is checked before decoding.
-    pub fingerprint: String,
-}
-
-impl ModelIdentity {
-    /// The identity of the model loaded from `dir`.
-    pub fn of_folder(dir: &Path, info: &ModelInfo) -> Result<Self> {
-        Ok(Self {
-            folder: dir
-                .file_name()
-                .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into()),
-            architecture: info.architecture.to_string(),
-            hidden_size: info.hidden_size,
-            vocab_size: info.vocab_size,
-            fingerprint: checkpoint_fingerprint(dir)?,
-        })
-    }
-}
-
-/// Texts of one labelled source, by class and by part of the shared split.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceCounts {
-    pub toxic: usize,
-    pub non_toxic: usize,
-    pub train: usize,
-    pub held_out: usize,
-}
 
 /// How well the sign of the margin separates the classes on some texts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,7 +107,7 @@ impl Subspace {
     /// Where `detox train sasa` writes the subspace of the model in `model_dir` by default, and
     /// where decoding looks for it: `configs/sasa/<model folder name>.json` in the checkout.
     pub fn default_path(model_dir: &Path) -> PathBuf {
-        paths::fitted_method_file("sasa", model_dir)
+        artifact::locations::sasa_subspace(model_dir)
     }
 
     /// Reads and checks a subspace file (format, lengths, finite values, unit `w`).
@@ -170,7 +131,7 @@ impl Subspace {
     /// Writes the file: metadata indented, `w` and `b` one line each.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.validate()?;
-        json::write_compact(self, path, "subspace")
+        artifact::json::write_compact(self, path, "subspace")
     }
 
     fn describe(&self) -> String {
@@ -256,168 +217,6 @@ impl Subspace {
     }
 }
 
-/// Windows sampled from each tensor's bytes for the fingerprint: start, middle and end.
-const WINDOWS_PER_TENSOR: u64 = 3;
-const WINDOW_BYTES: u64 = 256;
-
-/// A fingerprint of the checkpoint in `dir` that does not depend on where it lies or how its
-/// tensors are ordered in the files: every tensor's name, dtype and shape, and three 256-byte
-/// windows of its data (start, middle, end), sorted by name and hashed. It tells another
-/// checkpoint (a fine-tune, another import, another size) from this one in well under a second,
-/// without reading every weight; it does not promise to notice a single edited byte.
-pub fn checkpoint_fingerprint(dir: &Path) -> Result<String> {
-    let (files, _) = lm::weights::checkpoint_files(dir)?;
-    // (name, description, absolute data range, file index)
-    let mut tensors: Vec<(String, String, u64, u64, usize)> = Vec::new();
-    for (file_index, path) in files.iter().enumerate() {
-        let mut file =
-            File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-        let mut length = [0u8; 8];
-        file.read_exact(&mut length)
-            .with_context(|| format!("{}: no safetensors header", path.display()))?;
-        let header_len = u64::from_le_bytes(length);
-        let file_len = file.metadata()?.len();
-        if header_len > file_len.saturating_sub(8) {
-            bail!(
-                "{}: safetensors header length {header_len} exceeds the file",
-                path.display()
-            );
-        }
-        let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header)?;
-        let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
-            .with_context(|| format!("{}: safetensors header is not JSON", path.display()))?;
-        let data_start = 8 + header_len;
-        for (name, entry) in header {
-            if name == "__metadata__" {
-                continue;
-            }
-            let offsets = entry
-                .get("data_offsets")
-                .and_then(|o| o.as_array())
-                .filter(|o| o.len() == 2)
-                .and_then(|o| Some((o[0].as_u64()?, o[1].as_u64()?)))
-                .with_context(|| {
-                    format!("{}: tensor {name:?} has no data_offsets", path.display())
-                })?;
-            let description = format!(
-                "{}|{}",
-                entry.get("dtype").map_or(String::new(), |d| d.to_string()),
-                entry.get("shape").map_or(String::new(), |s| s.to_string())
-            );
-            tensors.push((
-                name,
-                description,
-                data_start + offsets.0,
-                data_start + offsets.1,
-                file_index,
-            ));
-        }
-    }
-    tensors.sort();
-    let mut open: Vec<Option<File>> = files.iter().map(|_| None).collect();
-    let mut bytes = Vec::new();
-    let mut window = vec![0u8; WINDOW_BYTES as usize];
-    for (name, description, start, end, file_index) in &tensors {
-        bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(name.as_bytes());
-        bytes.extend_from_slice(&(description.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(description.as_bytes());
-        let path = &files[*file_index];
-        let file = match &mut open[*file_index] {
-            Some(file) => file,
-            slot => slot.insert(File::open(path)?),
-        };
-        let len = end.saturating_sub(*start);
-        let take = len.min(WINDOW_BYTES);
-        for i in 0..WINDOWS_PER_TENSOR {
-            let offset = start + (len - take) * i / (WINDOWS_PER_TENSOR - 1);
-            file.seek(SeekFrom::Start(offset))?;
-            file.read_exact(&mut window[..take as usize])
-                .with_context(|| format!("{}: tensor {name:?} is cut short", path.display()))?;
-            bytes.extend_from_slice(&window[..take as usize]);
-        }
-    }
-    Ok(format!("{:016x}", paths::stable_hash(&bytes)))
-}
-
-pub mod json {
-    use std::io::{self, Write};
-    use std::path::Path;
-
-    use anyhow::{Context, Result};
-    use serde::Serialize;
-
-    /// Writes `value` to `path` with [`CompactArrays`] and a final newline, creating the folder;
-    /// `what` names the value in errors.
-    pub fn write_compact<T: Serialize>(value: &T, path: &Path, what: &str) -> Result<()> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("{}: cannot create the folder", parent.display()))?;
-        }
-        let mut bytes = Vec::new();
-        let mut serializer =
-            serde_json::Serializer::with_formatter(&mut bytes, CompactArrays::default());
-        value
-            .serialize(&mut serializer)
-            .with_context(|| format!("{}: cannot serialise the {what}", path.display()))?;
-        bytes.push(b'\n');
-        std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
-    }
-
-    /// Indented objects, arrays on one line: the subspace's metadata stays readable and its two
-    /// vectors take two lines instead of one per number.
-    #[derive(Default)]
-    pub struct CompactArrays {
-        depth: usize,
-        has_value: bool,
-    }
-
-    impl CompactArrays {
-        fn indent<W: ?Sized + Write>(&self, writer: &mut W) -> io::Result<()> {
-            for _ in 0..self.depth {
-                writer.write_all(b"  ")?;
-            }
-            Ok(())
-        }
-    }
-
-    impl serde_json::ser::Formatter for CompactArrays {
-        fn begin_object<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
-            self.depth += 1;
-            self.has_value = false;
-            writer.write_all(b"{")
-        }
-
-        fn end_object<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
-            self.depth -= 1;
-            if self.has_value {
-                writer.write_all(b"\n")?;
-                self.indent(writer)?;
-            }
-            writer.write_all(b"}")
-        }
-
-        fn begin_object_key<W: ?Sized + Write>(
-            &mut self,
-            writer: &mut W,
-            first: bool,
-        ) -> io::Result<()> {
-            writer.write_all(if first { b"\n" } else { b",\n" })?;
-            self.indent(writer)
-        }
-
-        fn begin_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
-            writer.write_all(b": ")
-        }
-
-        fn end_object_value<W: ?Sized + Write>(&mut self, _writer: &mut W) -> io::Result<()> {
-            self.has_value = true;
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +266,14 @@ mod tests {
         std::fs::write(&path, broken).unwrap();
         assert!(format!("{:#}", Subspace::load(&path).unwrap_err()).contains("unit length"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The committed subspace reads and writes back byte for byte: the layout has not drifted.
+    #[test]
+    fn the_committed_subspace_is_written_back_unchanged() {
+        let committed = Subspace::default_path(&paths::default_model_dir());
+        let written = artifact::json::compact_bytes(&Subspace::load(&committed).unwrap()).unwrap();
+        assert!(written == std::fs::read(&committed).unwrap());
     }
 
     #[test]

@@ -14,8 +14,12 @@ use tch::{Device, Kind, Tensor};
 const TOLERANCE: f64 = 1e-4;
 
 fn load(name: &str) -> LoadedModel {
-    let dir = paths::require(&paths::fixture_dir(name), name).unwrap_or_else(|e| panic!("{e}"));
-    LoadedModel::load(&dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap_or_else(|e| panic!("{e:#}"))
+    LoadedModel::load(
+        &test_support::fixture(name),
+        DeviceChoice::Cpu,
+        DtypeChoice::F32,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn settings(batch_size: usize, stop_at_eos: bool) -> Settings {
@@ -331,7 +335,7 @@ fn a_subspace_for_another_model_is_refused() {
     let llama = load("tiny-llama");
     let gpt2 = load("tiny-gpt2");
     let subspace = made_up_subspace(&llama);
-    let dir = std::env::temp_dir().join(format!("sasa-decoding-{}", std::process::id()));
+    let dir = test_support::scratch_dir("sasa-decoding");
     let path = dir.join("tiny-llama.json");
     subspace.save(&path).unwrap();
     assert!(Subspace::load_for_model(&path, &llama.dir).is_ok());
@@ -350,14 +354,7 @@ fn a_subspace_for_another_model_is_refused() {
 /// separates an obviously toxic sentence from a friendly one.
 #[test]
 fn the_committed_subspace_fits_the_default_model() {
-    let dir = paths::default_model_dir();
-    if !dir.exists() {
-        eprintln!(
-            "skipped: the default model is not imported at {} (scripts/setup.sh)",
-            dir.display()
-        );
-        return;
-    }
+    let dir = test_support::default_model();
     let path = Subspace::default_path(&dir);
     let subspace = Subspace::load_for_model(&path, &dir).unwrap_or_else(|e| panic!("{e:#}"));
     let loaded = LoadedModel::load(&dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap();

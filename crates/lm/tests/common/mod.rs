@@ -2,15 +2,11 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use lm::{CausalLm, DeviceChoice, DtypeChoice, KvCache, LoadedModel};
 use tch::{Kind, Tensor};
 
-pub fn fixture(name: &str) -> PathBuf {
-    let dir = paths::fixture_dir(name);
-    paths::require(&dir, &format!("fixture folder {name}")).unwrap_or_else(|e| panic!("{e}"))
-}
+pub use test_support::fixture;
 
 pub fn expected_json(dir: &std::path::Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("expected.json")).expect("expected.json");
