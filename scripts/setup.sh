@@ -164,7 +164,7 @@ model_dir="$state/models/smollm2-135m-instruct"
 if [[ ! -f "$model_dir/model.safetensors" ]]; then
   say "importing $SMOLLM_GGUF into .detox/models/smollm2-135m-instruct"
   rm -rf "$model_dir.part"
-  "$root/target/release/detox" import-gguf "$gguf" "$model_dir.part"
+  "${CARGO_TARGET_DIR:-$root/target}/release/detox" import-gguf "$gguf" "$model_dir.part"
   mv "$model_dir.part" "$model_dir"
 fi
 say "ready"

@@ -215,8 +215,8 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
 
 /// A metric policy file, checked.
 fn read_policy(path: &std::path::Path) -> Result<MetricPolicy> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     let policy: MetricPolicy = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a metric policy", path.display()))?;
     policy

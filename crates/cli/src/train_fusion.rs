@@ -2,7 +2,7 @@
 //! / anti-expert for DExperts) and `detox train align` (the map from its final hidden state to a
 //! target's).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -10,12 +10,6 @@ use fusion::{AlignMap, AlignOn, AlignOptions, CalibrationOptions, TrainingText};
 
 use crate::labelled::SourceArgs;
 use crate::ModelArgs;
-
-/// Where a calibration model built from `base` is written by default
-/// ([`fusion::calibration::default_dir`]).
-pub fn default_calibration_dir(base: &Path, toxic: bool) -> PathBuf {
-    fusion::default_calibration_dir(base, toxic)
-}
 
 #[derive(Args, Debug)]
 #[command(mut_arg("model", |a| a.long("base").visible_alias("model").value_name("DIR")))]
@@ -53,7 +47,7 @@ pub fn run_calibration(args: &TrainCalibrationArgs) -> Result<()> {
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| default_calibration_dir(&base, args.toxic));
+        .unwrap_or_else(|| fusion::default_calibration_dir(&base, args.toxic));
     if out.exists() {
         bail!(
             "{}: already exists; choose another --out or remove it",
@@ -204,7 +198,7 @@ pub fn run_align(args: &TrainAlignArgs) -> Result<()> {
     let calibration_dir = args
         .calibration
         .clone()
-        .unwrap_or_else(|| default_calibration_dir(&target.dir, false));
+        .unwrap_or_else(|| fusion::default_calibration_dir(&target.dir, false));
     let calibration = lm::LoadedModel::load(&calibration_dir, args.model.device, args.model.dtype)?;
     let sources = args.sources.load()?;
     let texts: Vec<&str> = sources

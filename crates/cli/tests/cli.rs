@@ -289,3 +289,37 @@ fn generate_resumes_after_a_kill_without_duplicates() {
         "{err}"
     );
 }
+
+/// The binary finds its project (presets, configs) from any working directory, and a binary
+/// installed away from its checkout takes the project folder from `DETOX_HOME`.
+#[test]
+fn runs_from_any_directory_and_reads_detox_home() {
+    let elsewhere = scratch("elsewhere");
+    let output = Command::new(env!("CARGO_BIN_EXE_detox"))
+        .current_dir(&elsewhere)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("smollm2-135m"), "{text}");
+    assert!(
+        text.contains("logit_bias"),
+        "every registered method is listed: {text}"
+    );
+
+    let home = elsewhere.join("no-project-here");
+    let output = Command::new(env!("CARGO_BIN_EXE_detox"))
+        .current_dir(&elsewhere)
+        .env("DETOX_HOME", &home)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = one_line_error(&output);
+    assert!(
+        error.contains(&home.join("configs").display().to_string()),
+        "{error}"
+    );
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}

@@ -19,6 +19,7 @@
 //! line. With `lenient: true` such rows are skipped and counted in [`Counts::malformed`] instead, so
 //! a run over a slightly broken file still says how much it dropped.
 
+pub mod inspect;
 pub mod jsonl;
 pub mod labelled;
 pub mod prompts;

@@ -154,6 +154,10 @@ pub fn auto_path(method: &str, name: &str, value: &str, folder: bool) -> Result<
 /// same dtype.
 pub fn load_beside(dir: &std::path::Path, model: &LoadedModel, what: &str) -> Result<LoadedModel> {
     let info = model.model.info();
-    LoadedModel::load(dir, info.device.into(), lm::DtypeChoice::of_kind(info.kind)?)
-        .with_context(|| format!("{what} {}", dir.display()))
+    LoadedModel::load(
+        dir,
+        info.device.into(),
+        lm::DtypeChoice::of_kind(info.kind)?,
+    )
+    .with_context(|| format!("{what} {}", dir.display()))
 }

@@ -174,9 +174,8 @@ fn judge_perplexities(
             .iter()
             .map(|(i, c)| (prompt_of(*i), c.as_slice()))
             .collect();
-        let nll =
-            lm::likelihood::continuation_nll(loaded.model.as_ref(), &refs, judge.batch_size)
-                .with_context(|| format!("judge {}", judge.dir.display()))?;
+        let nll = lm::likelihood::continuation_nll(loaded.model.as_ref(), &refs, judge.batch_size)
+            .with_context(|| format!("judge {}", judge.dir.display()))?;
         for ((i, _), n) in chunk.iter().zip(nll) {
             samples[*i] = PplSample::Nll {
                 total_nll: n.total_nll,

@@ -23,6 +23,7 @@ pub mod process;
 pub mod registry;
 pub mod run;
 pub mod score;
+pub mod utility;
 
 pub use evaluate::{evaluate, EvaluateInputs, Judge, ScoreInput};
 pub use generate::{generate, GenerateOptions, GenerateOutcome};

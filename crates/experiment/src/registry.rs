@@ -17,6 +17,7 @@ pub fn methods() -> Vec<&'static dyn Method> {
         &fusion::DExpertsMethod,
         &finetune::NadoMethod,
         &finetune::FinetunedMethod,
+        &logit_bias::LogitBiasMethod,
     ]
 }
 

@@ -19,8 +19,8 @@ use crate::generate::{generate, GenerateOptions};
 use crate::method::ResolvedMethod;
 use crate::model::{hf_folder, ModelOptions};
 use crate::monitor::{Count, Monitor};
-use crate::score::{score, CacheChoice};
 use crate::process;
+use crate::score::{score, CacheChoice};
 
 /// Texts per scorer call in a run.
 const SCORE_BATCH: usize = 64;

@@ -100,7 +100,12 @@ pub fn score(
             .collect();
         for line in &lines {
             match &line.failure {
-                Some(f) => *outcome.failed.entry(failure_kind(f).to_owned()).or_default() += 1,
+                Some(f) => {
+                    *outcome
+                        .failed
+                        .entry(failure_kind(f).to_owned())
+                        .or_default() += 1
+                }
                 None => outcome.scored += 1,
             }
         }

@@ -109,9 +109,7 @@ impl Method for WordFilterMethod {
             .config()?
             .build(&model.tokenizer)?;
         Ok(MethodParts {
-            steering: built
-                .decode
-                .map(|s| Box::new(s) as Box<dyn Steering + 'm>),
+            steering: built.decode.map(|s| Box::new(s) as Box<dyn Steering + 'm>),
             sample_filter: built
                 .posthoc
                 .map(|f| Box::new(f) as Box<dyn SampleFilter + 'm>),

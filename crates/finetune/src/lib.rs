@@ -28,6 +28,6 @@ pub mod sequences;
 pub use lora::{LoraOptions, LoraSet, LoraTargets};
 pub use nado::{Auxiliary, AuxiliaryOptions, AuxiliaryRecord, NadoDecoding, NadoParams};
 pub use objective::{finetune, Adaptation, FinetuneOptions, FinetuneStats, Regularizer};
-pub use registration::{FinetunedMethod, NadoMethod};
 pub use plan::{Job, Objective, Plan, Schedule};
+pub use registration::{FinetunedMethod, NadoMethod};
 pub use sequences::{MixText, SampledText, Sequence};

@@ -8,13 +8,22 @@ use std::path::{Component, Path, PathBuf};
 /// the folder beside the checkout is used.
 pub const SHARED_ENV: &str = "DETOX_SHARED";
 
-/// Environment variable overriding the project's state folder (`.detox/` in the checkout).
+/// Environment variable overriding the project's state folder (`.detox/` in the project folder).
 pub const STATE_ENV: &str = "DETOX_STATE";
 
-/// The checkout's root: the workspace folder that holds `Cargo.toml` and `crates/`.
+/// Environment variable naming the project folder (the checkout: `configs/`, `experiments/`,
+/// the default `.detox/`), for a `detox` binary installed or run away from the checkout it was
+/// built in.
+pub const HOME_ENV: &str = "DETOX_HOME";
+
+/// The project folder: `$DETOX_HOME`, else the checkout the binary was built from (the workspace
+/// folder that holds `Cargo.toml` and `crates/`), fixed at compile time — which is what tests
+/// and a binary run from its own checkout want, from any working directory.
 pub fn project_root() -> PathBuf {
-    // crates/paths -> crates -> root. Fixed at compile time, which is what tests and the binary
-    // built from this checkout want.
+    if let Some(dir) = std::env::var_os(HOME_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    // crates/paths -> crates -> root.
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
         .nth(2)

@@ -7,9 +7,11 @@ pub mod embed;
 pub mod head;
 pub mod registry;
 pub mod scorer;
+pub mod training;
 
 pub use classifier::HfClassifierScorer;
 pub use embed::MiniLmEmbedder;
 pub use head::{ProbeHead, TrainOptions};
 pub use registry::{build as build_scorer, SCORER_NAMES};
 pub use scorer::MiniLmScorer;
+pub use training::{train_minilm_head, HeadTraining};

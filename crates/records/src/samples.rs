@@ -94,9 +94,7 @@ impl CellSamples {
             index.insert(g.key(), i);
         }
         for prompt in &mut prompts {
-            prompt
-                .samples
-                .sort_by_key(|&i| generations[i].sample_index);
+            prompt.samples.sort_by_key(|&i| generations[i].sample_index);
         }
         CellSamples {
             generations,

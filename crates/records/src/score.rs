@@ -103,6 +103,9 @@ mod tests {
     fn a_non_finite_score_becomes_a_failure() {
         let line = ScoreLine::new("p", 0, "s", Ok(f32::NAN));
         assert!(line.score.is_none());
-        assert!(matches!(line.result().unwrap(), Err(ScoreFailure::Other(_))));
+        assert!(matches!(
+            line.result().unwrap(),
+            Err(ScoreFailure::Other(_))
+        ));
     }
 }

@@ -62,7 +62,10 @@ impl SasaMethod {
             max_candidates: (spec.max_candidates > 0).then_some(spec.max_candidates as usize),
         };
         params.validate()?;
-        Ok((params, auto_path("sasa", "subspace", &spec.subspace, false)?))
+        Ok((
+            params,
+            auto_path("sasa", "subspace", &spec.subspace, false)?,
+        ))
     }
 }
 

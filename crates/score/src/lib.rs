@@ -1,7 +1,6 @@
 //! Toxicity scorers. Every scorer returns, per text, a score in [0, 1] or a typed failure, so a
 //! report can count failures instead of scoring them 0 or dropping them.
 
-
 /// Why a text got no score, and a score or that reason: the types a score line carries.
 pub use records::{ScoreFailure, ScoreResult};
 

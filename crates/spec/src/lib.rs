@@ -52,10 +52,10 @@ pub use cell::{
     PromptSetRef, Scorer,
 };
 pub use error::{closest, SpecError, SpecErrors};
-pub use raw::{Dtype, ModelFormat};
 pub use method_info::{
     MethodInfo, ParamDefault, ParamInfo, ParamKind, Range, Registry, StrengthInfo,
 };
+pub use raw::{Dtype, ModelFormat};
 
 /// Scorer names the spec accepts; `hf:DIR[#label]` takes a classifier folder and an optional
 /// label to read (default: the classifier's toxic label).

@@ -123,17 +123,54 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "experiment".into())
     });
+    let output = validate_output(cx, &raw, &name);
+    let (models, judge) = validate_models(cx, &raw);
+    let methods = validate_methods(cx, &raw);
+    let prompts = validate_prompts(cx, &raw);
+    let (generation, seeds) = validate_generation(cx, &raw);
+    let scorers = validate_scorers(cx, &raw);
+    if let Err(reason) = raw.policy.validate() {
+        cx.err("policy", "policy", reason);
+    }
+    check_filter_names(cx, &raw, &models, &methods, &prompts);
+    if !cx.errors.is_empty() {
+        return None;
+    }
+    let axes = Axes {
+        models: &models,
+        methods: &methods,
+        prompts: &prompts,
+        seeds: &seeds,
+        generation: &generation,
+        scorers: &scorers,
+        judge: judge.as_ref(),
+    };
+    let cells = expand(cx, &raw, &axes);
+    Some(Experiment {
+        name,
+        file: cx.root.clone(),
+        output,
+        cells,
+        skipped: cx.skipped.clone(),
+    })
+}
 
-    // Output folder.
+/// The output folder: given (relative to the file that set it) or `results/<name>`, and
+/// writable or creatable.
+fn validate_output(cx: &mut Ctx, raw: &RawSpec, name: &str) -> PathBuf {
     let output = match &raw.output {
         Some(o) => resolve(&cx.base("output"), o),
-        None => paths::project_root().join("results").join(&name),
+        None => paths::project_root().join("results").join(name),
     };
     if let Err(reason) = check_writable(&output) {
         cx.err("output", "output", reason);
     }
 
-    // Models.
+    output
+}
+
+/// The models (optional missing ones skipped) and the judge (`None`: each cell's own model).
+fn validate_models(cx: &mut Ctx, raw: &RawSpec) -> (Vec<ModelRef>, Option<ModelRef>) {
     if raw.models.is_empty() {
         cx.err("models", "models", "at least one model is required");
     }
@@ -169,7 +206,12 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
         }
     };
 
-    // Methods.
+    (models, judge)
+}
+
+/// Per method entry, its expansion: one [`MethodRef`] per strength (per combination of the
+/// steps' strengths, for a stack).
+fn validate_methods(cx: &mut Ctx, raw: &RawSpec) -> Vec<Vec<MethodRef>> {
     if raw.methods.is_empty() {
         cx.err("methods", "methods", "at least one method is required");
     }
@@ -270,7 +312,11 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
         "label",
     );
 
-    // Prompt sets.
+    methods
+}
+
+/// The prompt sets (optional missing ones skipped), their paths resolved.
+fn validate_prompts(cx: &mut Ctx, raw: &RawSpec) -> Vec<PromptSetRef> {
     if raw.prompts.is_empty() {
         cx.err("prompts", "prompts", "at least one prompt set is required");
     }
@@ -317,7 +363,11 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
         "name",
     );
 
-    // Generation.
+    prompts
+}
+
+/// The generation settings every cell shares, and the seeds axis.
+fn validate_generation(cx: &mut Ctx, raw: &RawSpec) -> (Generation, Vec<u64>) {
     let g = &raw.generation;
     let mut gen_err =
         |field: &str, reason: String| cx.err("generation", format!("generation.{field}"), reason);
@@ -378,7 +428,10 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
         dtype: g.dtype,
     };
 
-    // Scorers.
+    (generation, seeds)
+}
+
+fn validate_scorers(cx: &mut Ctx, raw: &RawSpec) -> Vec<Scorer> {
     if raw.scorers.is_empty() {
         cx.err("scorers", "scorers", "at least one scorer is required");
     }
@@ -398,11 +451,17 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
         "entry",
     );
 
-    if let Err(reason) = raw.policy.validate() {
-        cx.err("policy", "policy", reason);
-    }
+    scorers
+}
 
-    // Filters: names must exist.
+/// Every name an `only` / `exclude` filter gives must exist in the spec.
+fn check_filter_names(
+    cx: &mut Ctx,
+    raw: &RawSpec,
+    models: &[ModelRef],
+    methods: &[Vec<MethodRef>],
+    prompts: &[PromptSetRef],
+) {
     let model_names: Vec<String> = models.iter().map(|m| m.name.clone()).collect();
     let method_labels: Vec<String> = methods
         .iter()
@@ -437,26 +496,36 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
             }
         }
     }
+}
 
-    if !cx.errors.is_empty() {
-        return None;
-    }
+/// The validated axes a spec expands over.
+struct Axes<'a> {
+    models: &'a [ModelRef],
+    methods: &'a [Vec<MethodRef>],
+    prompts: &'a [PromptSetRef],
+    seeds: &'a [u64],
+    generation: &'a Generation,
+    scorers: &'a [Scorer],
+    judge: Option<&'a ModelRef>,
+}
 
-    // Expansion: models × methods × strengths × prompt sets × seeds, in spec order.
+/// Models × methods × strengths × prompt sets × seeds, in spec order, then `only` and `exclude`;
+/// two cells with the same resolved config are an error.
+fn expand(cx: &mut Ctx, raw: &RawSpec, axes: &Axes<'_>) -> Vec<Cell> {
     let mut all = Vec::new();
-    for model in &models {
-        for entry in &methods {
+    for model in axes.models {
+        for entry in axes.methods {
             for method in entry {
-                for p in &prompts {
-                    for seed in &seeds {
+                for p in axes.prompts {
+                    for seed in axes.seeds {
                         all.push(Cell {
                             model: model.clone(),
                             method: method.clone(),
                             prompts: p.clone(),
-                            generation: generation.clone(),
+                            generation: axes.generation.clone(),
                             seed: *seed,
-                            scorers: scorers.clone(),
-                            judge: judge.clone().unwrap_or_else(|| model.clone()),
+                            scorers: axes.scorers.to_vec(),
+                            judge: axes.judge.unwrap_or(model).clone(),
                             policy: raw.policy.clone(),
                         });
                     }
@@ -492,13 +561,7 @@ fn validate(cx: &mut Ctx, raw: RawSpec) -> Option<Experiment> {
             );
         }
     }
-    Some(Experiment {
-        name,
-        file: cx.root.clone(),
-        output,
-        cells,
-        skipped: cx.skipped.clone(),
-    })
+    cells
 }
 
 /// Whether a cell matches every field a filter gives.

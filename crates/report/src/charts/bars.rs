@@ -611,10 +611,12 @@ pub(super) fn write_cost_chart(
             .all(|c| get(c).as_ref() == Some(&first))
             .then_some(first)
     };
-    if let Some(d) = uniform(&|c| Some(c.record.as_ref()?.device.clone()).filter(|d| !d.is_empty())) {
+    if let Some(d) = uniform(&|c| Some(c.record.as_ref()?.device.clone()).filter(|d| !d.is_empty()))
+    {
         settings.push(format!("device {d}"));
     }
-    if let Some(d) = uniform(&|c| Some(c.record.as_ref()?.dtype.clone()).filter(|d| !d.is_empty())) {
+    if let Some(d) = uniform(&|c| Some(c.record.as_ref()?.dtype.clone()).filter(|d| !d.is_empty()))
+    {
         settings.push(format!("dtype {d}"));
     }
     if let Some(b) = uniform(&|c| Some(c.record.as_ref()?.batch_size.to_string())) {
