@@ -9,10 +9,10 @@ use clap::Args;
 use data::prompts::user::{self, UserOptions};
 use data::Prompt;
 use experiment::{
-    CacheChoice, EvaluateInputs, GenerateOptions, Judge, ModelOptions, ResolvedMethod, RunOptions,
-    ScoreInput, Shard,
+    CacheChoice, EvaluateInputs, GenerateOptions, Judge, ResolvedMethod, RunOptions, ScoreInput,
+    Shard,
 };
-use lm::{DeviceChoice, DtypeChoice};
+use lm::DeviceChoice;
 use metrics::MetricPolicy;
 
 use crate::progress::Bars;
@@ -135,6 +135,9 @@ pub fn score(args: &ScoreArgs) -> Result<()> {
 }
 
 #[derive(Args, Debug)]
+#[command(mut_arg("model", |a| a.long("judge").value_name("DIR").help(
+    "Judge LM folder for conditional perplexity (any model folder `detox generate` can load)"
+)))]
 pub struct EvaluateArgs {
     /// Generations JSONL written by `detox generate`.
     #[arg(long)]
@@ -142,18 +145,9 @@ pub struct EvaluateArgs {
     /// Scores JSONL written by `detox score` (repeatable, one per scorer).
     #[arg(long = "scores")]
     pub scores: Vec<PathBuf>,
-    /// Judge LM folder for conditional perplexity (any model folder `detox generate` can load).
-    #[arg(long)]
-    pub judge: Option<PathBuf>,
-    /// Device of the judge: cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// Dtype of the judge: auto (f32 on CPU, bf16 on CUDA), f32, f16 or bf16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: DtypeChoice,
-    /// Intra-op threads for libtorch (default: libtorch's choice).
-    #[arg(long)]
-    pub threads: Option<i32>,
+    /// The judge, its device, dtype and threads.
+    #[command(flatten)]
+    pub judge: ModelArgs,
     /// (prompt, continuation) pairs per judge forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -170,13 +164,9 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
         Some(path) => read_policy(path)?,
         None => MetricPolicy::default(),
     };
-    let judge = args.judge.as_ref().map(|dir| Judge {
+    let judge = args.judge.model.as_ref().map(|dir| Judge {
         dir: dir.clone(),
-        model: ModelOptions {
-            device: args.device,
-            dtype: args.dtype,
-            threads: args.threads,
-        },
+        model: args.judge.options(),
         batch_size: args.batch_size,
     });
     let scores: Vec<ScoreInput> = args

@@ -311,6 +311,7 @@ fn runs_from_any_directory_and_reads_detox_home() {
     let home = elsewhere.join("no-project-here");
     let output = Command::new(env!("CARGO_BIN_EXE_detox"))
         .current_dir(&elsewhere)
+        .env_remove("RUST_BACKTRACE")
         .env("DETOX_HOME", &home)
         .arg("list")
         .output()

@@ -202,7 +202,6 @@ fn generate_batch(
     steering: &mut [Box<dyn Steering + '_>],
     stats: &mut GenerationStats,
 ) -> Result<Vec<Generation>> {
-    let device = model.info().device;
     let started = Instant::now();
 
     let prompts: Vec<&[i64]> = rows.iter().map(|r| r.prompt_ids.as_slice()).collect();
@@ -238,68 +237,17 @@ fn generate_batch(
                 generated: &outputs[r],
             })
             .collect();
-        let mut lookahead: Option<Lookahead> = None;
-        // For each row, the lookahead row of its drawn candidate.
-        let mut lookahead_rows: Option<Vec<i64>> = None;
-        let tokens: Vec<i64> = {
-            let base = Step {
-                model,
-                cache: &cache,
-                hidden: &hidden,
-                rows: &step_rows,
-                index: step_index,
-                sampling: &settings.sampling,
-                lookahead: None,
-            };
-            // A macro, not a closure: each call borrows the lookahead only for its own statement.
-            macro_rules! step {
-                ($lookahead:expr) => {
-                    Step {
-                        lookahead: $lookahead,
-                        ..base
-                    }
-                };
-            }
-            for method in steering.iter_mut() {
-                method
-                    .adjust_logits(&step!(None), &mut logits)
-                    .with_context(|| format!("steering {}: adjust logits", method.name()))?;
-            }
-            let mut cands = candidates(&logits, &settings.sampling);
-            for method in steering.iter_mut() {
-                let produced = method
-                    .adjust_candidates(&step!(lookahead.as_ref()), &mut cands)
-                    .with_context(|| format!("steering {}: adjust candidates", method.name()))?;
-                if let Some(produced) = produced {
-                    if lookahead.is_some() {
-                        bail!(
-                            "steering {}: a lookahead was already produced this step",
-                            method.name()
-                        );
-                    }
-                    produced
-                        .check(&cands)
-                        .with_context(|| format!("steering {}", method.name()))?;
-                    lookahead = Some(produced);
-                }
-            }
-            let tokens: Vec<i64> = active
-                .iter()
-                .zip(&cands)
-                .map(|(&row, cand)| cand.draw(&mut rngs[row]))
-                .collect();
-            for method in steering.iter_mut() {
-                method
-                    .observe(&step!(lookahead.as_ref()), &tokens)
-                    .with_context(|| format!("steering {}: observe", method.name()))?;
-            }
-            if let Some(ahead) = &lookahead {
-                // Where each drawn token sits among the lookahead's candidate rows; `None` (run
-                // the model on the drawn tokens instead) when one lies past what it covers.
-                lookahead_rows = ahead.rows_of(&tokens, &cands)?;
-            }
-            tokens
+        let step = Step {
+            model,
+            cache: &cache,
+            hidden: &hidden,
+            rows: &step_rows,
+            index: step_index,
+            sampling: &settings.sampling,
+            lookahead: None,
         };
+        let drawn = steer_and_draw(&step, steering, &mut logits, &active, &mut rngs)?;
+        let tokens = drawn.tokens;
         drop(step_rows);
         let mut next = Vec::with_capacity(active.len());
         let mut keep = Vec::with_capacity(active.len());
@@ -322,26 +270,7 @@ fn generate_batch(
                     .with_context(|| format!("steering {}: retain rows", method.name()))?;
             }
         }
-        match (lookahead, lookahead_rows) {
-            (Some(ahead), Some(picked)) => {
-                // The model already ran on every candidate: take the drawn ones' rows.
-                let chosen: Vec<i64> = keep.iter().map(|&slot| picked[slot]).collect();
-                let chosen = Tensor::from_slice(&chosen).to_device(device);
-                cache = ahead.cache;
-                cache.select_rows(&chosen);
-                hidden = ahead.hidden.index_select(0, &chosen);
-            }
-            _ => {
-                if keep.len() < active.len() {
-                    let keep_index: Vec<i64> = keep.iter().map(|&s| s as i64).collect();
-                    cache.select_rows(&Tensor::from_slice(&keep_index).to_device(device));
-                }
-                let input = Tensor::from_slice(&next).view([-1, 1]).to_device(device);
-                hidden = model
-                    .forward_hidden(&input, &input.ones_like().to_kind(Kind::Int64), &mut cache)
-                    .select(1, -1);
-            }
-        }
+        (cache, hidden) = advance(model, cache, drawn.lookahead, &keep, active.len(), &next)?;
         if keep.len() < active.len() {
             active = keep.iter().map(|&slot| active[slot]).collect();
         }
@@ -362,4 +291,105 @@ fn generate_batch(
             finish_reason,
         })
         .collect())
+}
+
+/// What one step drew.
+struct Drawn {
+    /// One token per active row.
+    tokens: Vec<i64>,
+    /// The lookahead a method produced this step, with the lookahead row of each row's drawn
+    /// token (`None`: a drawn token lies past what it covers).
+    lookahead: Option<(Lookahead, Option<Vec<i64>>)>,
+}
+
+/// `step` with the lookahead produced so far this step: a fresh, shorter borrow for each hook.
+fn with_lookahead<'a>(step: &Step<'a>, lookahead: Option<&'a Lookahead>) -> Step<'a> {
+    Step { lookahead, ..*step }
+}
+
+/// One step of the steering methods around the draw: every method adjusts the full logits, the
+/// sampler truncates them to candidates, every method adjusts the candidates (one may run the
+/// model on them all: the lookahead), each active row draws from its own stream, and every
+/// method observes the drawn tokens.
+fn steer_and_draw(
+    step: &Step<'_>,
+    steering: &mut [Box<dyn Steering + '_>],
+    logits: &mut Tensor,
+    active: &[usize],
+    rngs: &mut [SampleRng],
+) -> Result<Drawn> {
+    for method in steering.iter_mut() {
+        method
+            .adjust_logits(step, logits)
+            .with_context(|| format!("steering {}: adjust logits", method.name()))?;
+    }
+    let mut cands = candidates(logits, step.sampling);
+    let mut lookahead: Option<Lookahead> = None;
+    for method in steering.iter_mut() {
+        let produced = method
+            .adjust_candidates(&with_lookahead(step, lookahead.as_ref()), &mut cands)
+            .with_context(|| format!("steering {}: adjust candidates", method.name()))?;
+        if let Some(produced) = produced {
+            if lookahead.is_some() {
+                bail!(
+                    "steering {}: a lookahead was already produced this step",
+                    method.name()
+                );
+            }
+            produced
+                .check(&cands)
+                .with_context(|| format!("steering {}", method.name()))?;
+            lookahead = Some(produced);
+        }
+    }
+    let tokens: Vec<i64> = active
+        .iter()
+        .zip(&cands)
+        .map(|(&row, cand)| cand.draw(&mut rngs[row]))
+        .collect();
+    for method in steering.iter_mut() {
+        method
+            .observe(&with_lookahead(step, lookahead.as_ref()), &tokens)
+            .with_context(|| format!("steering {}: observe", method.name()))?;
+    }
+    let lookahead = match lookahead {
+        // Where each drawn token sits among the lookahead's candidate rows.
+        Some(ahead) => {
+            let rows = ahead.rows_of(&tokens, &cands)?;
+            Some((ahead, rows))
+        }
+        None => None,
+    };
+    Ok(Drawn { tokens, lookahead })
+}
+
+/// The cache and last hidden states of the rows that go on (`keep`, slots among `active_rows`),
+/// after they took the `next` tokens: the drawn candidates' rows of a lookahead that covers them,
+/// else one forward pass on the drawn tokens.
+fn advance(
+    model: &dyn CausalLm,
+    mut cache: KvCache,
+    lookahead: Option<(Lookahead, Option<Vec<i64>>)>,
+    keep: &[usize],
+    active_rows: usize,
+    next: &[i64],
+) -> Result<(KvCache, Tensor)> {
+    let device = model.info().device;
+    if let Some((ahead, Some(picked))) = lookahead {
+        // The model already ran on every candidate: take the drawn ones' rows.
+        let chosen: Vec<i64> = keep.iter().map(|&slot| picked[slot]).collect();
+        let chosen = Tensor::from_slice(&chosen).to_device(device);
+        let mut cache = ahead.cache;
+        cache.select_rows(&chosen);
+        return Ok((cache, ahead.hidden.index_select(0, &chosen)));
+    }
+    if keep.len() < active_rows {
+        let keep_index: Vec<i64> = keep.iter().map(|&s| s as i64).collect();
+        cache.select_rows(&Tensor::from_slice(&keep_index).to_device(device));
+    }
+    let input = Tensor::from_slice(next).view([-1, 1]).to_device(device);
+    let hidden = model
+        .forward_hidden(&input, &input.ones_like().to_kind(Kind::Int64), &mut cache)
+        .select(1, -1);
+    Ok((cache, hidden))
 }

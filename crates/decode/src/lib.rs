@@ -14,8 +14,8 @@ pub use generate::{
     Prefill, Request, Settings,
 };
 pub use method::{
-    auto_path, load_beside, FilterOutcome, FilteredSample, Method, MethodParts, NoMethod,
-    SampleFilter, StepParams,
+    auto_path, load_beside, FilterOutcome, FilteredSample, LoopInputs, Method, MethodParts,
+    NoMethod, SampleFilter, StepParams,
 };
 pub use sampler::{candidates, Candidates, SampleRng, SamplingParams};
 pub use steer::{Lookahead, Row, Steering, Step};

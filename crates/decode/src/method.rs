@@ -101,18 +101,24 @@ pub struct FilterOutcome {
     pub summary: String,
 }
 
+/// What a decoder loop runs over: the model, its stop tokens and tokenizer, the requests and the
+/// sampling settings.
+#[derive(Clone, Copy)]
+pub struct LoopInputs<'a> {
+    pub model: &'a dyn CausalLm,
+    pub eos_token_ids: &'a [i64],
+    pub tokenizer: &'a TextTokenizer,
+    pub requests: &'a [Request],
+    pub settings: &'a Settings,
+}
+
 /// A method that decides on whole samples and redraws them: it runs the decoder loop itself, with
 /// the stack's steering methods inside.
 pub trait SampleFilter {
-    #[allow(clippy::too_many_arguments)]
     fn generate(
         &self,
-        model: &dyn CausalLm,
-        eos_token_ids: &[i64],
-        requests: &[Request],
-        settings: &Settings,
+        inputs: LoopInputs<'_>,
         steering: &mut [Box<dyn Steering + '_>],
-        tokenizer: &TextTokenizer,
         sink: &mut dyn FnMut(FilteredSample) -> Result<()>,
     ) -> Result<FilterOutcome>;
 }

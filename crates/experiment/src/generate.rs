@@ -143,17 +143,16 @@ fn decode_all(
             (stats, Vec::new())
         }
         Some(filter) => {
-            let outcome = filter.generate(
-                loaded.model.as_ref(),
-                &loaded.eos_token_ids,
+            let inputs = decode::LoopInputs {
+                model: loaded.model.as_ref(),
+                eos_token_ids: &loaded.eos_token_ids,
+                tokenizer: &loaded.tokenizer,
                 requests,
                 settings,
-                &mut steering,
-                &loaded.tokenizer,
-                &mut |s: FilteredSample| {
-                    writer.write(s.generation, s.text, Some(s.redraws), s.still_matched)
-                },
-            )?;
+            };
+            let outcome = filter.generate(inputs, &mut steering, &mut |s: FilteredSample| {
+                writer.write(s.generation, s.text, Some(s.redraws), s.still_matched)
+            })?;
             writer.monitor.note(&outcome.summary);
             (outcome.stats, outcome.counters)
         }

@@ -4,10 +4,10 @@
 
 use anyhow::{Context, Result};
 use decode::{
-    FilterOutcome, FilteredSample, Method, MethodParts, Request, SampleFilter, Settings, Steering,
+    FilterOutcome, FilteredSample, LoopInputs, Method, MethodParts, SampleFilter, Steering,
     StepParams,
 };
-use lm::{CausalLm, LoadedModel, TextTokenizer};
+use lm::LoadedModel;
 use method_info::{derive_params, MethodInfo, ParamDoc};
 use serde::{Deserialize, Serialize};
 
@@ -120,22 +120,18 @@ impl Method for WordFilterMethod {
 impl SampleFilter for PosthocFilter {
     fn generate(
         &self,
-        model: &dyn CausalLm,
-        eos_token_ids: &[i64],
-        requests: &[Request],
-        settings: &Settings,
+        inputs: LoopInputs<'_>,
         steering: &mut [Box<dyn Steering + '_>],
-        tokenizer: &TextTokenizer,
         sink: &mut dyn FnMut(FilteredSample) -> Result<()>,
     ) -> Result<FilterOutcome> {
         let totals = generate_posthoc(
-            model,
-            eos_token_ids,
-            requests,
-            settings,
+            inputs.model,
+            inputs.eos_token_ids,
+            inputs.requests,
+            inputs.settings,
             steering,
             self,
-            tokenizer,
+            inputs.tokenizer,
             |s| {
                 sink(FilteredSample {
                     generation: s.generation,

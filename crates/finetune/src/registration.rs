@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use decode::{Method, MethodParts, StepParams};
 use lm::{DtypeChoice, LoadedModel};
-use method_info::{derive_params, MethodInfo, ParamDoc, Range, StrengthInfo};
+use method_info::{derive_params, MethodInfo, ParamDoc, StrengthInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::nado::{Auxiliary, NadoDecoding, NadoParams, HEAD_FILE};
@@ -65,10 +65,7 @@ impl Method for NadoMethod {
             name: "nado",
             description: "NADO decoding: logits plus alpha times log R from an auxiliary model (detox train finetune, objective nado), no fine-tuning; alpha 1 is NADO's posterior q ∝ p·R",
             params: derive_params::<NadoSpecParams>(NADO_DOCS),
-            strength: Some(StrengthInfo {
-                range: Range::new(0.0, 100.0),
-                default: 1.0,
-            }),
+            strength: Some(StrengthInfo::new(0.0, 100.0, 1.0)),
         }
     }
 
@@ -115,10 +112,7 @@ impl Method for FinetunedMethod {
             name: "finetuned",
             description: "decode with a fine-tuned variant of the cell's model (detox train finetune) instead of the model itself; the strength is the variant's lambda and only labels the cell (the cell's model stays the judge)",
             params: derive_params::<FinetunedSpecParams>(FINETUNED_DOCS),
-            strength: Some(StrengthInfo {
-                range: Range::new(0.0, 1000.0),
-                default: 0.0,
-            }),
+            strength: Some(StrengthInfo::new(0.0, 1000.0, 0.0)),
         }
     }
 

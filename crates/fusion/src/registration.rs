@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use decode::{auto_path, load_beside, Method, MethodParts, StepParams};
 use lm::LoadedModel;
-use method_info::{derive_params, MethodInfo, ParamDoc, Range, StrengthInfo};
+use method_info::{derive_params, MethodInfo, ParamDoc, StrengthInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::align::AlignMap;
@@ -95,10 +95,7 @@ impl Method for CalibrationFusionMethod {
             name: "calibration_fusion",
             description: "calibration-model output-layer fusion: a compact LM trained on non-toxic text, its final hidden state mapped into the target's (LN(h_cal A)) and mixed in before the head; strength is alpha",
             params: derive_params::<FusionSpecParams>(FUSION_DOCS),
-            strength: Some(StrengthInfo {
-                range: Range::new(0.0, 1.0),
-                default: 0.1,
-            }),
+            strength: Some(StrengthInfo::new(0.0, 1.0, 0.1)),
         }
     }
 
@@ -149,10 +146,7 @@ impl Method for DExpertsMethod {
             name: "dexperts",
             description: "DExperts: logits plus alpha times (expert logits minus anti-expert logits), both experts reading the whole text; strength is alpha",
             params: derive_params::<DExpertsSpecParams>(DEXPERTS_DOCS),
-            strength: Some(StrengthInfo {
-                range: Range::new(0.0, 100.0),
-                default: 2.0,
-            }),
+            strength: Some(StrengthInfo::new(0.0, 100.0, 2.0)),
         }
     }
 

@@ -10,7 +10,7 @@
 use anyhow::{ensure, Result};
 use decode::{Method, MethodParts, Steering, Step, StepParams};
 use lm::{LoadedModel, TextTokenizer};
-use method_info::{derive_params, MethodInfo, ParamDoc, Range, StrengthInfo};
+use method_info::{derive_params, MethodInfo, ParamDoc, StrengthInfo};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -54,10 +54,7 @@ impl Method for LogitBiasMethod {
             name: "logit_bias",
             description: "a fixed bias (the strength; negative pushes away) on the logits of the first token of each listed word",
             params: derive_params::<LogitBiasParams>(DOCS),
-            strength: Some(StrengthInfo {
-                range: Range::new(-100.0, 100.0),
-                default: -10.0,
-            }),
+            strength: Some(StrengthInfo::new(-100.0, 100.0, -10.0)),
         }
     }
 

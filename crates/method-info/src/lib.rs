@@ -70,6 +70,16 @@ pub struct StrengthInfo {
     pub default: f64,
 }
 
+impl StrengthInfo {
+    /// A strength in `[min, max]`, `default` when the spec gives none.
+    pub const fn new(min: f64, max: f64, default: f64) -> Self {
+        StrengthInfo {
+            range: Range::new(min, max),
+            default,
+        }
+    }
+}
+
 /// A detoxification method as the spec sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MethodInfo {

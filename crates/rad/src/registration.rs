@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use decode::{auto_path, Method, MethodParts, StepParams};
 use lm::{DtypeChoice, LoadedModel};
-use method_info::{derive_params, MethodInfo, ParamDoc, Range, StrengthInfo};
+use method_info::{derive_params, MethodInfo, ParamDoc, StrengthInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::RewardHead;
@@ -76,10 +76,7 @@ impl Method for RadMethod {
             name: "rad",
             description: "reward-augmented decoding: the top-k candidates re-weighted by a unidirectional reward model (the LM's first N layers + a linear head) scoring each continuation; strength is beta",
             params: derive_params::<RadSpecParams>(DOCS),
-            strength: Some(StrengthInfo {
-                range: Range::new(0.0, 100_000.0),
-                default: 10.0,
-            }),
+            strength: Some(StrengthInfo::new(0.0, 100_000.0, 10.0)),
         }
     }
 

@@ -209,7 +209,12 @@ impl FixtureCell {
                     .map(|p| Prompt {
                         prompt_id: p.id.clone(),
                         group: p.group.clone(),
-                        samples: p.samples.iter().map(|s| s.scores[k]).collect(),
+                        // As evaluation reads them: the f32 a score line holds.
+                        samples: p
+                            .samples
+                            .iter()
+                            .map(|s| s.scores[k].map(|x| f64::from(x as f32)))
+                            .collect(),
                     })
                     .collect();
                 let failed = prompts

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use decode::{auto_path, Method, MethodParts, StepParams};
 use lm::LoadedModel;
-use method_info::{derive_params, MethodInfo, ParamDoc, Range, StrengthInfo};
+use method_info::{derive_params, MethodInfo, ParamDoc, StrengthInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::steering::{MarginTransform, Sasa, SasaParams};
@@ -75,10 +75,7 @@ impl Method for SasaMethod {
             name: "sasa",
             description: "self-disciplined autoregressive sampling: candidates re-weighted by a linear toxic/non-toxic margin of the model's own next hidden state; strength is beta",
             params: derive_params::<SasaSpecParams>(DOCS),
-            strength: Some(StrengthInfo {
-                range: Range::new(0.0, 100_000.0),
-                default: 10.0,
-            }),
+            strength: Some(StrengthInfo::new(0.0, 100_000.0, 10.0)),
         }
     }
 
