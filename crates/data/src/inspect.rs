@@ -23,7 +23,7 @@ pub fn shared_data_table(lenient: bool) -> Result<String> {
     let rtp_dir = require("realtoxicityprompts")?.join("decodingtrust");
     for file in ["toxic.jsonl", "nontoxic.jsonl"] {
         let set = rtp::load(&rtp::RtpOptions {
-            lenient: lenient,
+            lenient,
             ..rtp::RtpOptions::new(rtp_dir.join(file))
         })?;
         let challenging = set
@@ -46,7 +46,7 @@ pub fn shared_data_table(lenient: bool) -> Result<String> {
         "political_ideology",
     ] {
         let set = bold::load(&bold::BoldOptions {
-            lenient: lenient,
+            lenient,
             ..bold::BoldOptions::new(bold::domain_file(&bold_dir, domain))
         })?;
         let groups: Vec<String> = set
@@ -63,7 +63,7 @@ pub fn shared_data_table(lenient: bool) -> Result<String> {
     }
     let toxigen_dir = require("toxigen")?;
     let set = toxigen::load_prompts(&toxigen::ToxigenPromptOptions {
-        lenient: lenient,
+        lenient,
         ..toxigen::ToxigenPromptOptions::new(toxigen_dir.join("prompts"))
     })?;
     row(

@@ -15,19 +15,11 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 /// What a spec may give `logit_bias` (the strength is the bias, in logits).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogitBiasParams {
     /// Comma-separated words whose first tokens get the bias.
     pub words: String,
-}
-
-impl Default for LogitBiasParams {
-    fn default() -> Self {
-        LogitBiasParams {
-            words: String::new(),
-        }
-    }
 }
 
 const DOCS: &[ParamDoc] = &[ParamDoc::new(
