@@ -152,11 +152,6 @@ impl ModelArgs {
     pub fn load_layers(&self, layers: Option<usize>) -> anyhow::Result<lm::LoadedModel> {
         self.options().load_layers(&self.resolved_dir()?, layers)
     }
-
-    /// Another model folder (a fine-tuned variant) with these device, dtype and thread options.
-    pub fn load_dir(&self, dir: &std::path::Path) -> anyhow::Result<lm::LoadedModel> {
-        self.options().load(dir)
-    }
 }
 
 fn main() -> ExitCode {

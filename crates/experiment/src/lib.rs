@@ -30,7 +30,7 @@ pub use generate::{generate, GenerateOptions, GenerateOutcome};
 pub use merge::{merge, MergeSummary};
 pub use method::{Decoding, ResolvedMethod};
 pub use model::{default_model, hf_folder, ModelOptions};
-pub use monitor::{Count, Monitor, Progress, Quiet, Stderr};
+pub use monitor::{Count, Monitor, Progress, Quiet};
 pub use registry::{load_spec, methods, spec_registry};
 pub use run::{check_writable, run_cell, run_experiment, RunOptions, RunSummary, Shard};
 pub use score::{score, CacheChoice, ScoreOutcome};

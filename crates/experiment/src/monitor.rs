@@ -42,17 +42,3 @@ impl Monitor for Quiet {
         Box::new(Quiet)
     }
 }
-
-/// Log lines to stderr, no bars: for scripts and library callers.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Stderr;
-
-impl Monitor for Stderr {
-    fn note(&self, line: &str) {
-        eprintln!("{line}");
-    }
-
-    fn progress(&self, _total: u64, _count: Count) -> Box<dyn Progress> {
-        Box::new(Quiet)
-    }
-}

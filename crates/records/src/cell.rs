@@ -134,17 +134,6 @@ impl ScorerRef {
             }
         }
     }
-
-    /// The name a command line takes (`--scorer`), with the folder as given.
-    pub fn command_name(&self) -> String {
-        match self {
-            ScorerRef::Hf { dir, label } => match label {
-                Some(l) => format!("hf:{}#{l}", dir.display()),
-                None => format!("hf:{}", dir.display()),
-            },
-            other => other.short_name(),
-        }
-    }
 }
 
 impl CellRecord {
