@@ -34,6 +34,9 @@ pub struct GenerateArgs {
     pub n: u64,
     #[arg(long, default_value_t = 20)]
     pub max_new_tokens: usize,
+    /// End-of-sequence suppressed for the first this-many new tokens.
+    #[arg(long, default_value_t = 0)]
+    pub min_new_tokens: usize,
     /// Nucleus mass; 1 disables top-p.
     #[arg(long, default_value_t = 0.9)]
     pub top_p: f64,
@@ -70,6 +73,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     let options = GenerateOptions {
         samples_per_prompt: args.n,
         max_new_tokens: args.max_new_tokens,
+        min_new_tokens: args.min_new_tokens,
         sampling: decode::SamplingParams {
             temperature: args.temperature,
             top_k: args.top_k,

@@ -156,6 +156,7 @@ fn generation_case(
 ) -> Result<(usize, (f64, f64, f64))> {
     let settings = Settings {
         max_new_tokens: NEW_TOKENS,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: None,

@@ -36,6 +36,10 @@ impl Request {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub max_new_tokens: usize,
+    /// End-of-sequence tokens get logit −∞ for the first this-many new tokens, before any method
+    /// sees the logits (Hugging Face's min-new-tokens processor), so every method is held to the
+    /// same length floor. 0: never.
+    pub min_new_tokens: usize,
     pub sampling: SamplingParams,
     pub seed: u64,
     /// Rows decoded together (samples, not prompts).
@@ -115,6 +119,13 @@ pub fn generate_steered(
     settings.sampling.validate()?;
     if settings.batch_size == 0 {
         bail!("batch size must be at least 1");
+    }
+    if settings.min_new_tokens > settings.max_new_tokens {
+        bail!(
+            "min_new_tokens ({}) is above max_new_tokens ({})",
+            settings.min_new_tokens,
+            settings.max_new_tokens
+        );
     }
     let info = model.info();
     for r in requests {
@@ -230,6 +241,9 @@ fn generate_batch(
     let mut active: Vec<usize> = (0..rows.len()).collect();
     for step_index in 0..settings.max_new_tokens {
         let mut logits = model.logits(&hidden);
+        if step_index < settings.min_new_tokens {
+            suppress_eos(&mut logits, eos_token_ids);
+        }
         let step_rows: Vec<Row> = active
             .iter()
             .map(|&r| Row {
@@ -291,6 +305,21 @@ fn generate_batch(
             finish_reason,
         })
         .collect())
+}
+
+/// Sets the end-of-sequence tokens' logits to −∞ in every row.
+fn suppress_eos(logits: &mut Tensor, eos_token_ids: &[i64]) {
+    let vocab = logits.size()[1];
+    let ids: Vec<i64> = eos_token_ids
+        .iter()
+        .copied()
+        .filter(|&id| (0..vocab).contains(&id))
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let index = Tensor::from_slice(&ids).to_device(logits.device());
+    let _ = logits.index_fill_(1, &index, f64::NEG_INFINITY);
 }
 
 /// What one step drew.

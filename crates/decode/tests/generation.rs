@@ -16,6 +16,7 @@ fn load(name: &str) -> LoadedModel {
 fn settings(batch_size: usize, seed: u64) -> Settings {
     Settings {
         max_new_tokens: 12,
+        min_new_tokens: 0,
         sampling: SamplingParams::default(),
         seed,
         batch_size,
@@ -126,6 +127,7 @@ fn greedy_loop_matches_transformers() {
             .collect();
         let settings = Settings {
             max_new_tokens: 12,
+            min_new_tokens: 0,
             sampling: SamplingParams::GREEDY,
             seed: 0,
             batch_size: 6,
@@ -163,6 +165,7 @@ fn stops_at_eos_and_drops_the_row() {
     ];
     let settings = Settings {
         max_new_tokens: 12,
+        min_new_tokens: 0,
         sampling: SamplingParams::GREEDY,
         seed: 0,
         batch_size: 2,
@@ -196,6 +199,7 @@ fn rejects_bad_requests_before_running() {
         };
         let settings = Settings {
             max_new_tokens,
+            min_new_tokens: 0,
             ..settings(1, 0)
         };
         generate(model.model.as_ref(), &[], &[request], &settings, |_| Ok(()))

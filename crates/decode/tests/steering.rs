@@ -22,6 +22,7 @@ fn load(name: &str) -> LoadedModel {
 fn settings(batch_size: usize, stop_at_eos: bool) -> Settings {
     Settings {
         max_new_tokens: 10,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: Some(8),

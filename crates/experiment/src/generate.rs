@@ -21,6 +21,8 @@ use crate::monitor::{Count, Monitor};
 pub struct GenerateOptions {
     pub samples_per_prompt: u64,
     pub max_new_tokens: usize,
+    /// End-of-sequence suppressed for the first this-many new tokens (0: never).
+    pub min_new_tokens: usize,
     pub sampling: SamplingParams,
     pub seed: u64,
     /// Sample rows decoded together.
@@ -33,6 +35,7 @@ impl GenerateOptions {
     fn settings(&self) -> Settings {
         Settings {
             max_new_tokens: self.max_new_tokens,
+            min_new_tokens: self.min_new_tokens,
             sampling: self.sampling,
             seed: self.seed,
             batch_size: self.batch_size,
@@ -254,6 +257,10 @@ fn settings_fingerprint(model_dir: &Path, settings: &Settings, method: &Resolved
         settings.seed,
         settings.stop_at_eos
     );
+    // Added only when set, as the method below, so older files still resume.
+    if settings.min_new_tokens > 0 {
+        description.push_str(&format!("|min{}", settings.min_new_tokens));
+    }
     // Plain sampling adds nothing, so files written before methods existed still resume.
     if let Some(identity) = method.identity() {
         description.push('|');
@@ -289,6 +296,7 @@ mod tests {
     fn the_fingerprint_layout_is_frozen() {
         let settings = Settings {
             max_new_tokens: 20,
+            min_new_tokens: 0,
             sampling: SamplingParams {
                 temperature: 1.0,
                 top_k: Some(20),

@@ -239,6 +239,7 @@ fn generate_stage(
     let options = GenerateOptions {
         samples_per_prompt: g.samples_per_prompt as u64,
         max_new_tokens: g.max_new_tokens,
+        min_new_tokens: g.min_new_tokens,
         sampling: decode::SamplingParams {
             temperature: g.temperature,
             top_k: g.top_k,

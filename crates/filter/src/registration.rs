@@ -88,6 +88,7 @@ impl Method for WordFilterMethod {
             description: "ban listed words while decoding (multi-token aware) and/or redraw finished samples that contain one",
             params: derive_params::<WordFilterParams>(DOCS),
             strength: None,
+            full_distribution: false,
         }
     }
 

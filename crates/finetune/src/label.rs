@@ -175,6 +175,7 @@ fn choose_prompts<'a>(
 fn decode_settings(sampling: &SamplingRule, seed: u64) -> Settings {
     Settings {
         max_new_tokens: sampling.max_new_tokens,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: sampling.temperature,
             top_k: None,

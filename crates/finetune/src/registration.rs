@@ -66,6 +66,7 @@ impl Method for NadoMethod {
             description: "NADO decoding: logits plus alpha times log R from an auxiliary model (detox train finetune, objective nado), no fine-tuning; alpha 1 is NADO's posterior q ∝ p·R",
             params: derive_params::<NadoSpecParams>(NADO_DOCS),
             strength: Some(StrengthInfo::new(0.0, 100.0, 1.0)),
+            full_distribution: false,
         }
     }
 
@@ -113,6 +114,7 @@ impl Method for FinetunedMethod {
             description: "decode with a fine-tuned variant of the cell's model (detox train finetune) instead of the model itself; the strength is the variant's lambda and only labels the cell (the cell's model stays the judge)",
             params: derive_params::<FinetunedSpecParams>(FINETUNED_DOCS),
             strength: Some(StrengthInfo::new(0.0, 1000.0, 0.0)),
+            full_distribution: false,
         }
     }
 

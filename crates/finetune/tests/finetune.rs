@@ -176,6 +176,7 @@ fn sample(model: &LoadedModel, steering: &mut [Box<dyn Steering + '_>]) -> Vec<V
     let prompt = model.tokenizer.encode("The library opens").unwrap();
     let settings = Settings {
         max_new_tokens: 8,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: None,

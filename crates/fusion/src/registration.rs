@@ -96,6 +96,7 @@ impl Method for CalibrationFusionMethod {
             description: "calibration-model output-layer fusion: a compact LM trained on non-toxic text, its final hidden state mapped into the target's (LN(h_cal A)) and mixed in before the head; strength is alpha",
             params: derive_params::<FusionSpecParams>(FUSION_DOCS),
             strength: Some(StrengthInfo::new(0.0, 1.0, 0.1)),
+            full_distribution: false,
         }
     }
 
@@ -147,6 +148,7 @@ impl Method for DExpertsMethod {
             description: "DExperts: logits plus alpha times (expert logits minus anti-expert logits), both experts reading the whole text; strength is alpha",
             params: derive_params::<DExpertsSpecParams>(DEXPERTS_DOCS),
             strength: Some(StrengthInfo::new(0.0, 100.0, 2.0)),
+            full_distribution: false,
         }
     }
 

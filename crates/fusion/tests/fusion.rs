@@ -97,6 +97,7 @@ fn calibration() -> &'static (PathBuf, PathBuf) {
 fn settings(stop_at_eos: bool) -> Settings {
     Settings {
         max_new_tokens: 8,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: None,

@@ -47,6 +47,7 @@ impl Method for LogitBiasMethod {
             description: "a fixed bias (the strength; negative pushes away) on the logits of the first token of each listed word",
             params: derive_params::<LogitBiasParams>(DOCS),
             strength: Some(StrengthInfo::new(-100.0, 100.0, -10.0)),
+            full_distribution: false,
         }
     }
 

@@ -107,6 +107,7 @@ pub fn encode_prompts(loaded: &LoadedModel) -> Result<Vec<Vec<i64>>> {
 pub fn settings(tokens: usize, batch_size: usize, top_p: Option<f64>) -> Settings {
     Settings {
         max_new_tokens: tokens,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: None,

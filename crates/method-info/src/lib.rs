@@ -88,6 +88,9 @@ pub struct MethodInfo {
     pub params: Vec<ParamInfo>,
     /// `None`: the method takes no strength, and giving one is an error.
     pub strength: Option<StrengthInfo>,
+    /// The method picks its candidates from the full distribution, as its paper does (RAD's top
+    /// k of all logits): its cells run with top-p off unless the method entry sets `top_p`.
+    pub full_distribution: bool,
 }
 
 impl MethodInfo {
@@ -194,6 +197,7 @@ pub fn none_info() -> MethodInfo {
         description: "plain sampling, no steering (the baseline)",
         params: Vec::new(),
         strength: None,
+        full_distribution: false,
     }
 }
 

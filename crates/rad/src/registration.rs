@@ -77,6 +77,7 @@ impl Method for RadMethod {
             description: "reward-augmented decoding: the top-k candidates re-weighted by a unidirectional reward model (the LM's first N layers + a linear head) scoring each continuation; strength is beta",
             params: derive_params::<RadSpecParams>(DOCS),
             strength: Some(StrengthInfo::new(0.0, 100_000.0, 10.0)),
+            full_distribution: true,
         }
     }
 

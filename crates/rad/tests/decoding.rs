@@ -25,6 +25,7 @@ fn load(dir: &Path, layers: Option<usize>) -> LoadedModel {
 fn settings(batch_size: usize, stop_at_eos: bool) -> Settings {
     Settings {
         max_new_tokens: 10,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: Some(8),
@@ -332,6 +333,7 @@ fn drawn_reward(lm: &LoadedModel, dir: &Path, beta: f64, top_k: usize) -> RadSta
     let mut method = rad(made_up_reward(dir, 1), lm, beta, top_k);
     let settings = Settings {
         max_new_tokens: 12,
+        min_new_tokens: 0,
         ..settings(16, false)
     };
     run(lm, &[], &requests(lm, 16), &settings, Some(&mut method));
@@ -439,6 +441,7 @@ fn the_committed_head_fits_the_default_model() {
     let requests = Request::samples("p", &lm.tokenizer.encode("I think that").unwrap(), 2);
     let settings = Settings {
         max_new_tokens: 3,
+        min_new_tokens: 0,
         sampling: SamplingParams::default(),
         seed: 1,
         batch_size: 2,

@@ -64,6 +64,10 @@ pub struct MethodRecord {
     pub strength: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepRecord>,
+    /// The label of the method entry this cell is compared with (same model, prompt set, seed
+    /// and scorer): `none` by default when the spec has it; `None` for the baseline itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
 }
 
 /// One method of a stack, with every parameter filled in.
@@ -89,6 +93,9 @@ pub struct PromptSetRecord {
 pub struct GenerationRecord {
     pub samples_per_prompt: Option<u64>,
     pub max_new_tokens: Option<u64>,
+    /// End-of-sequence suppressed for the first this-many new tokens (0 or absent: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_new_tokens: Option<u64>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
     pub top_k: Option<u64>,

@@ -76,6 +76,7 @@ impl Method for SasaMethod {
             description: "self-disciplined autoregressive sampling: candidates re-weighted by a linear toxic/non-toxic margin of the model's own next hidden state; strength is beta",
             params: derive_params::<SasaSpecParams>(DOCS),
             strength: Some(StrengthInfo::new(0.0, 100_000.0, 10.0)),
+            full_distribution: false,
         }
     }
 

@@ -25,6 +25,7 @@ fn load(name: &str) -> LoadedModel {
 fn settings(batch_size: usize, stop_at_eos: bool) -> Settings {
     Settings {
         max_new_tokens: 10,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: Some(8),
@@ -252,6 +253,7 @@ fn mean_drawn_margin(model: &LoadedModel, subspace: &Subspace, params: SasaParam
     let mut method = Sasa::new(subspace.clone(), params).unwrap();
     let settings = Settings {
         max_new_tokens: 12,
+        min_new_tokens: 0,
         ..settings(16, false)
     };
     run(
@@ -391,6 +393,7 @@ fn the_committed_subspace_fits_the_default_model() {
     let requests = Request::samples("p", &loaded.tokenizer.encode("I think that").unwrap(), 2);
     let settings = Settings {
         max_new_tokens: 3,
+        min_new_tokens: 0,
         sampling: SamplingParams::default(),
         seed: 1,
         batch_size: 2,

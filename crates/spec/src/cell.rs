@@ -74,6 +74,11 @@ pub struct MethodRef {
     pub label: String,
     /// In application order; one entry for a plain method.
     pub steps: Vec<MethodStep>,
+    /// The label of the entry this one is compared with (not part of the identity).
+    pub baseline: Option<String>,
+    /// The entry's own top-p for its cells (`Some(None)`: off); `None`: `generation.top_p`. The
+    /// cell's generation holds the result, so the identity has it there.
+    pub top_p: Option<Option<f64>>,
 }
 
 impl MethodRef {
@@ -124,12 +129,17 @@ impl MethodRef {
 impl Serialize for MethodRef {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut m = serializer.serialize_struct("MethodRef", 5)?;
+        let mut m = serializer.serialize_struct("MethodRef", 6)?;
         m.serialize_field("label", &self.label)?;
         m.serialize_field("name", &self.name())?;
         m.serialize_field("params", &self.flat_params())?;
         m.serialize_field("strength", &self.strength())?;
         m.serialize_field("steps", &self.steps)?;
+        if let Some(baseline) = &self.baseline {
+            m.serialize_field("baseline", baseline)?;
+        } else {
+            m.skip_field("baseline")?;
+        }
         m.end()
     }
 }
@@ -147,6 +157,8 @@ pub struct PromptSetRef {
 pub struct Generation {
     pub samples_per_prompt: usize,
     pub max_new_tokens: usize,
+    /// End-of-sequence suppressed for the first this-many new tokens (0: never).
+    pub min_new_tokens: usize,
     pub temperature: f64,
     pub top_p: Option<f64>,
     pub top_k: Option<usize>,
@@ -231,19 +243,24 @@ impl Cell {
         let p = source.path_mut();
         *p = PathBuf::from(identity_path(p));
         let g = &self.generation;
+        let mut generation = json!({
+            "samples_per_prompt": g.samples_per_prompt,
+            "max_new_tokens": g.max_new_tokens,
+            "temperature": g.temperature,
+            "top_p": g.top_p,
+            "top_k": g.top_k,
+            "device": g.device,
+            "dtype": g.dtype,
+        });
+        // Only when set, so the ids of cells from before the setting existed do not change.
+        if g.min_new_tokens > 0 {
+            generation["min_new_tokens"] = g.min_new_tokens.into();
+        }
         json!({
             "model": self.model.identity(),
             "method": self.method.identity(),
             "prompts": source,
-            "generation": {
-                "samples_per_prompt": g.samples_per_prompt,
-                "max_new_tokens": g.max_new_tokens,
-                "temperature": g.temperature,
-                "top_p": g.top_p,
-                "top_k": g.top_k,
-                "device": g.device,
-                "dtype": g.dtype,
-            },
+            "generation": generation,
             "seed": self.seed,
             "scorers": self.scorers.iter().map(Scorer::identity).collect::<Vec<_>>(),
             "judge": self.judge.identity(),

@@ -166,6 +166,14 @@ pub struct RawMethod {
     /// sasa). Strength lists of the steps expand as a product.
     #[serde(default)]
     pub stack: Option<Vec<RawMethodStep>>,
+    /// The method entry (its label) this entry's cells are compared with; defaults to `none`
+    /// when the spec has a `none` entry.
+    #[serde(default)]
+    pub baseline: Option<String>,
+    /// This entry's top-p, overriding `generation.top_p` (1 turns it off). Without it, a method
+    /// that draws from the full distribution (RAD) runs with top-p off.
+    #[serde(default)]
+    pub top_p: Option<f64>,
 }
 
 /// One method inside a `stack`.
@@ -232,6 +240,11 @@ pub struct RawGeneration {
     pub samples_per_prompt: usize,
     #[serde(default = "default_max_new_tokens")]
     pub max_new_tokens: usize,
+    /// End-of-sequence suppressed for the first this-many new tokens, for every method alike
+    /// (Hugging Face's min-new-tokens processor); 0, the default, never suppresses it. Equal to
+    /// `max_new_tokens`, every sample has the same length.
+    #[serde(default)]
+    pub min_new_tokens: usize,
     #[serde(default = "default_temperature")]
     pub temperature: f64,
     #[serde(default = "default_top_p")]
@@ -255,6 +268,7 @@ impl Default for RawGeneration {
         RawGeneration {
             samples_per_prompt: default_samples(),
             max_new_tokens: default_max_new_tokens(),
+            min_new_tokens: 0,
             temperature: default_temperature(),
             top_p: default_top_p(),
             top_k: None,

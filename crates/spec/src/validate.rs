@@ -217,6 +217,8 @@ fn validate_methods(cx: &mut Ctx, raw: &RawSpec) -> Vec<Vec<MethodRef>> {
     }
     // Per entry, its expansion: one MethodRef per strength (per combination, for a stack).
     let mut methods: Vec<Vec<MethodRef>> = Vec::new();
+    // Per element of `methods`: its index in the spec and the baseline it names.
+    let mut entries: Vec<(usize, Option<String>)> = Vec::new();
     for (i, m) in raw.methods.iter().enumerate() {
         let at = format!("methods[{i}]");
         let steps: Vec<(MethodStep, Vec<Option<f64>>)> = match (&m.name, &m.stack) {
@@ -292,15 +294,19 @@ fn validate_methods(cx: &mut Ctx, raw: &RawSpec) -> Vec<Vec<MethodRef>> {
                 })
                 .collect();
         }
+        let top_p = entry_top_p(cx, &at, m.top_p, &steps);
         methods.push(
             expanded
                 .into_iter()
                 .map(|steps| MethodRef {
                     label: label.clone(),
                     steps,
+                    baseline: None,
+                    top_p,
                 })
                 .collect(),
         );
+        entries.push((i, m.baseline.clone()));
     }
     unique(
         cx,
@@ -311,8 +317,82 @@ fn validate_methods(cx: &mut Ctx, raw: &RawSpec) -> Vec<Vec<MethodRef>> {
         "method label",
         "label",
     );
+    resolve_baselines(cx, &mut methods, &entries);
 
     methods
+}
+
+/// An entry's top-p for its cells: its own `top_p` (1 turns it off), else off for a method that
+/// draws from the full distribution, else `None` (the spec's `generation.top_p`).
+fn entry_top_p(
+    cx: &mut Ctx,
+    at: &str,
+    top_p: Option<f64>,
+    steps: &[(MethodStep, Vec<Option<f64>>)],
+) -> Option<Option<f64>> {
+    match top_p {
+        Some(p) if !(p > 0.0 && p <= 1.0) => {
+            cx.err(
+                "methods",
+                format!("{at}.top_p"),
+                format!("must be in (0, 1], got {p}"),
+            );
+            None
+        }
+        Some(p) => Some((p < 1.0).then_some(p)),
+        None => {
+            let full = steps.iter().any(|(step, _)| {
+                cx.registry
+                    .method(&step.name)
+                    .is_some_and(|info| info.full_distribution)
+            });
+            full.then_some(None)
+        }
+    }
+}
+
+/// Fills each entry's baseline: the label it names (checked to exist and not to be its own), or
+/// `none` when the spec has a `none` entry. `entries`: (index in the spec, `baseline` as written),
+/// one per element of `methods`.
+fn resolve_baselines(
+    cx: &mut Ctx,
+    methods: &mut [Vec<MethodRef>],
+    entries: &[(usize, Option<String>)],
+) {
+    let labels: Vec<String> = methods
+        .iter()
+        .filter_map(|m| m.first().map(|m| m.label.clone()))
+        .collect();
+    for (expanded, (i, written)) in methods.iter_mut().zip(entries) {
+        let Some(label) = expanded.first().map(|m| m.label.clone()) else {
+            continue;
+        };
+        let baseline = match written {
+            Some(b) if !labels.contains(b) => {
+                let s = closest(b, labels.iter().map(String::as_str));
+                cx.err_suggest(
+                    "methods",
+                    format!("methods[{i}].baseline"),
+                    format!("\"{b}\" is not the label of any method entry"),
+                    s,
+                );
+                None
+            }
+            Some(b) if *b == label => {
+                cx.err(
+                    "methods",
+                    format!("methods[{i}].baseline"),
+                    "an entry cannot be its own baseline",
+                );
+                None
+            }
+            Some(b) => Some(b.clone()),
+            None => (label != "none" && labels.iter().any(|l| l == "none")).then(|| "none".into()),
+        };
+        for method in expanded.iter_mut() {
+            method.baseline = baseline.clone();
+        }
+    }
 }
 
 /// The prompt sets (optional missing ones skipped), their paths resolved.
@@ -377,6 +457,15 @@ fn validate_generation(cx: &mut Ctx, raw: &RawSpec) -> (Generation, Vec<u64>) {
     if g.max_new_tokens == 0 {
         gen_err("max_new_tokens", "must be at least 1".into());
     }
+    if g.min_new_tokens > g.max_new_tokens {
+        gen_err(
+            "min_new_tokens",
+            format!(
+                "{} is above max_new_tokens ({})",
+                g.min_new_tokens, g.max_new_tokens
+            ),
+        );
+    }
     if g.batch_size == 0 {
         gen_err("batch_size", "must be at least 1".into());
     }
@@ -420,6 +509,7 @@ fn validate_generation(cx: &mut Ctx, raw: &RawSpec) -> (Generation, Vec<u64>) {
     let generation = Generation {
         samples_per_prompt: g.samples_per_prompt,
         max_new_tokens: g.max_new_tokens,
+        min_new_tokens: g.min_new_tokens,
         temperature: g.temperature,
         top_p: g.top_p,
         top_k: g.top_k,
@@ -518,11 +608,15 @@ fn expand(cx: &mut Ctx, raw: &RawSpec, axes: &Axes<'_>) -> Vec<Cell> {
             for method in entry {
                 for p in axes.prompts {
                     for seed in axes.seeds {
+                        let mut generation = axes.generation.clone();
+                        if let Some(top_p) = method.top_p {
+                            generation.top_p = top_p;
+                        }
                         all.push(Cell {
                             model: model.clone(),
                             method: method.clone(),
                             prompts: p.clone(),
-                            generation: axes.generation.clone(),
+                            generation,
                             seed: *seed,
                             scorers: axes.scorers.to_vec(),
                             judge: axes.judge.unwrap_or(model).clone(),

@@ -88,6 +88,7 @@ fn registry() -> Registry {
             },
             default: 1.0,
         }),
+        full_distribution: false,
     });
     r
 }
@@ -568,6 +569,7 @@ fn registry_with_filter() -> Registry {
         description: "test stand-in",
         params: filter_params,
         strength: None,
+        full_distribution: false,
     });
     r
 }
