@@ -19,6 +19,7 @@ pub struct SasaSpecParams {
     pub subspace: String,
     pub margin_transform: String,
     pub max_candidates: i64,
+    pub eos_bonus: bool,
 }
 
 impl Default for SasaSpecParams {
@@ -27,6 +28,7 @@ impl Default for SasaSpecParams {
             subspace: "auto".into(),
             margin_transform: "softmax".into(),
             max_candidates: 0,
+            eos_bonus: true,
         }
     }
 }
@@ -43,9 +45,13 @@ const DOCS: &[ParamDoc] = &[
     .choices(&["softmax", "raw"]),
     ParamDoc::new(
         "max_candidates",
-        "score at most this many top candidates per row (0: all that top-k/top-p leave)",
+        "score at most this many top candidates per row, the rest drawable with unchanged logits (unset: every candidate top-k/top-p leave, as published; a spec cannot write 0)",
     )
-    .range(0.0, 100_000.0),
+    .range(1.0, 100_000.0),
+    ParamDoc::new(
+        "eos_bonus",
+        "end-of-sequence takes part in the bonus like any candidate (published); false keeps its logit and leaves it out of the softmax",
+    ),
 ];
 
 /// The `sasa` method.
@@ -60,6 +66,7 @@ impl SasaMethod {
             beta: step.required_strength("beta")?,
             margin_transform,
             max_candidates: (spec.max_candidates > 0).then_some(spec.max_candidates as usize),
+            eos_bonus: spec.eos_bonus,
         };
         params.validate()?;
         Ok((
@@ -88,7 +95,8 @@ impl Method for SasaMethod {
         let (params, subspace) = Self::resolve(step)?;
         let path = subspace.unwrap_or_else(|| Subspace::default_path(&model.dir));
         let sasa = Sasa::load(&path, &model.dir, params)
-            .with_context(|| format!("sasa: subspace {}", path.display()))?;
+            .with_context(|| format!("sasa: subspace {}", path.display()))?
+            .with_eos_ids(&model.eos_token_ids);
         Ok(MethodParts::steering(sasa))
     }
 }
@@ -101,6 +109,14 @@ mod tests {
     fn info_derives_the_parameters() {
         let info = SasaMethod.info();
         let names: Vec<&str> = info.params.iter().map(|p| p.name).collect();
-        assert_eq!(names, ["subspace", "margin_transform", "max_candidates"]);
+        assert_eq!(
+            names,
+            [
+                "subspace",
+                "margin_transform",
+                "max_candidates",
+                "eos_bonus"
+            ]
+        );
     }
 }

@@ -53,16 +53,26 @@ impl fmt::Display for MarginTransform {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SasaParams {
-    /// Strength β ≥ 0. At 0 every logit is left exactly as the sampler made it (the cap
-    /// included), so the draws are the base sampler's.
+    /// Strength β ≥ 0. At 0 nothing is run and every logit is left as the sampler made it, so
+    /// the draws are the base sampler's, bit for bit.
     pub beta: f64,
     #[serde(default)]
     pub margin_transform: MarginTransform,
     /// Run the model on at most this many candidates per row: the first ones, i.e. the most
-    /// likely under the base model. With β > 0 the others are removed (logit −∞); with β = 0
-    /// they stay drawable and unscored. `None`: every candidate top-k/top-p left.
+    /// likely under the base model. The others stay drawable with their logits unchanged (the
+    /// semantics of AISteer360's cap), so the candidate set is the sampler's at every β. `None`:
+    /// every candidate top-k/top-p left, as the published method.
     #[serde(default)]
     pub max_candidates: Option<usize>,
+    /// Whether end-of-sequence candidates take part in the bonus (the published method: yes,
+    /// EOS is a candidate like any other). With `false` they keep their logits and the softmax
+    /// runs over the other candidates, so the bonus cannot favour stopping.
+    #[serde(default = "eos_bonus_default")]
+    pub eos_bonus: bool,
+}
+
+fn eos_bonus_default() -> bool {
+    true
 }
 
 impl SasaParams {
@@ -89,11 +99,13 @@ pub struct SasaStats {
     pub candidate_rows: usize,
     /// The most candidate rows of one step (the forked cache's size follows it).
     pub max_candidate_rows: usize,
-    /// Candidates past `max_candidates`, not run (removed when β > 0).
+    /// Candidates past `max_candidates`, not run (drawable, logits unchanged).
     pub capped_candidates: usize,
-    /// Steps on which some row drew a candidate that was not run (only possible at β = 0 with a
-    /// cap): the loop then ran the model on the drawn tokens as well.
+    /// Steps on which some row drew a candidate that was not run (only possible with a cap):
+    /// the loop then ran the model on the drawn tokens as well.
     pub uncovered_steps: usize,
+    /// Rows that drew an end-of-sequence token (at steps where the candidates were run).
+    pub eos_draws: usize,
     /// Sum and number of the drawn tokens' margins (a drawn candidate that was run).
     pub drawn_margin_sum: f64,
     pub drawn_margins: usize,
@@ -153,6 +165,8 @@ pub struct Sasa {
     current: Vec<(Vec<i64>, Vec<f32>)>,
     stats: SasaStats,
     log: Option<Vec<LoggedStep>>,
+    /// The model's end-of-sequence ids (for `eos_bonus: false` and the EOS-draw counter).
+    eos_ids: Vec<i64>,
 }
 
 impl Sasa {
@@ -166,7 +180,15 @@ impl Sasa {
             current: Vec::new(),
             stats: SasaStats::default(),
             log: None,
+            eos_ids: Vec::new(),
         })
+    }
+
+    /// The model's end-of-sequence ids: kept out of the bonus when `eos_bonus` is false, and
+    /// counted when drawn.
+    pub fn with_eos_ids(mut self, ids: &[i64]) -> Self {
+        self.eos_ids = ids.to_vec();
+        self
     }
 
     /// Reads the subspace at `subspace_path`, checks that it was fitted on the checkpoint in
@@ -176,7 +198,9 @@ impl Sasa {
     }
 
     /// Also records every step's candidates and margins (diagnostics and tests; it grows with
-    /// rows × steps × candidates).
+    /// rows × steps × candidates). At β = 0 the candidates are then run for the log alone: the
+    /// loop still takes its next state from its own forward, so the draws stay the base
+    /// sampler's.
     pub fn with_margin_log(mut self) -> Self {
         self.log = Some(Vec::new());
         self
@@ -205,12 +229,21 @@ impl Sasa {
     }
 
     /// The bonus of each of one row's run candidates before β: the transform of their margins
-    /// over the candidates still drawable (finite logit).
-    fn bonus(&self, margins: &[f32], logits: &[f32]) -> Vec<f64> {
+    /// over the candidates still drawable (finite logit) that take part (0 for the others).
+    fn bonus(&self, ids: &[i64], margins: &[f32], logits: &[f32]) -> Vec<f64> {
+        let excluded = |j: usize| !self.params.eos_bonus && self.eos_ids.contains(&ids[j]);
         match self.params.margin_transform {
-            MarginTransform::Raw => margins.iter().map(|&m| f64::from(m)).collect(),
+            MarginTransform::Raw => (0..margins.len())
+                .map(|j| {
+                    if excluded(j) {
+                        0.0
+                    } else {
+                        f64::from(margins[j])
+                    }
+                })
+                .collect(),
             MarginTransform::Softmax => {
-                let live = |j: usize| logits[j].is_finite();
+                let live = |j: usize| logits[j].is_finite() && !excluded(j);
                 let max = (0..margins.len())
                     .filter(|&j| live(j))
                     .map(|j| f64::from(margins[j]))
@@ -225,6 +258,9 @@ impl Sasa {
                     })
                     .collect();
                 let total: f64 = weights.iter().sum();
+                if total == 0.0 {
+                    return vec![0.0; margins.len()];
+                }
                 weights.iter().map(|w| w / total).collect()
             }
         }
@@ -264,6 +300,14 @@ impl Steering for Sasa {
             (Some(w), Some(b)) => (w, b),
             _ => bail!("prepare was not called"),
         };
+        let beta = self.params.beta;
+        self.current.clear();
+        if beta == 0.0 && self.log.is_none() {
+            // The base sampler exactly: nothing to run, nothing changed.
+            self.stats.steps += 1;
+            self.stats.row_steps += candidates.len();
+            return Ok(None);
+        }
         let started = Instant::now();
         let cap = self.params.max_candidates.unwrap_or(usize::MAX);
         // Candidate rows: row i's first n_i candidates at offsets[i]..offsets[i + 1].
@@ -294,26 +338,18 @@ impl Steering for Sasa {
         let margins = (hidden.to_kind(Kind::Float) - b).matmul(w);
         let margins = Vec::<f32>::try_from(margins.to_device(Device::Cpu))
             .context("copying the margins to the CPU")?;
-        let beta = self.params.beta;
-        self.current.clear();
         for (row, cand) in candidates.iter_mut().enumerate() {
             let (start, end) = (offsets[row], offsets[row + 1]);
             let run = end - start;
             let row_margins = &margins[start..end];
             if beta > 0.0 {
-                if !cand.logits[..run].iter().any(|z| z.is_finite()) {
-                    bail!(
-                        "row {row}: an earlier method removed all of the first {run} candidates; \
-                         raise max_candidates"
-                    );
-                }
-                let bonus = self.bonus(row_margins, &cand.logits[..run]);
+                let bonus = self.bonus(&cand.ids[..run], row_margins, &cand.logits[..run]);
                 for (z, bonus) in cand.logits[..run].iter_mut().zip(bonus) {
                     if z.is_finite() {
                         *z = (f64::from(*z) + beta * bonus) as f32;
                     }
                 }
-                cand.logits[run..].fill(f32::NEG_INFINITY);
+                // Candidates past the cap keep their logits: drawable, unscored.
             }
             self.current
                 .push((cand.ids[..run].to_vec(), row_margins.to_vec()));
@@ -351,6 +387,11 @@ impl Steering for Sasa {
         self.stats.fork_seconds += (forked - started).as_secs_f64();
         self.stats.forward_seconds += (forwarded - forked).as_secs_f64();
         self.stats.margin_seconds += (done - forwarded).as_secs_f64();
+        if beta == 0.0 {
+            // Run for the margin log only: the loop's own forward gives the next state, so the
+            // next step's batch shape (and its float rounding) is the base sampler's.
+            return Ok(None);
+        }
         Ok(Some(Lookahead {
             cache,
             hidden,
@@ -365,6 +406,7 @@ impl Steering for Sasa {
             ("candidate_rows", s.candidate_rows as f64),
             ("capped_candidates", s.capped_candidates as f64),
             ("uncovered_steps", s.uncovered_steps as f64),
+            ("eos_draws", s.eos_draws as f64),
             ("drawn_margin_sum", s.drawn_margin_sum),
             ("drawn_margins", s.drawn_margins as f64),
             ("fork_seconds", s.fork_seconds),
@@ -377,6 +419,10 @@ impl Steering for Sasa {
     }
 
     fn observe(&mut self, _step: &Step, tokens: &[i64]) -> Result<()> {
+        if self.current.is_empty() {
+            // β = 0 without a log: nothing was run this step.
+            return Ok(());
+        }
         if tokens.len() != self.current.len() {
             bail!(
                 "observed {} tokens for {} rows",
@@ -386,6 +432,7 @@ impl Steering for Sasa {
         }
         let mut uncovered = false;
         for (&token, (ids, margins)) in tokens.iter().zip(&self.current) {
+            self.stats.eos_draws += usize::from(self.eos_ids.contains(&token));
             match ids.iter().position(|&id| id == token) {
                 Some(j) => {
                     self.stats.drawn_margin_sum += f64::from(margins[j]);
@@ -425,6 +472,7 @@ mod tests {
                 beta: bad,
                 margin_transform: MarginTransform::Softmax,
                 max_candidates: None,
+                eos_bonus: true,
             };
             assert!(p.validate().is_err(), "beta {bad}");
         }

@@ -89,6 +89,7 @@ fn sasa(subspace: &Subspace, beta: f64, cap: Option<usize>, transform: MarginTra
             beta,
             margin_transform: transform,
             max_candidates: cap,
+            eos_bonus: true,
         },
     )
     .unwrap()
@@ -141,24 +142,97 @@ fn beta_zero_reproduces_the_base_sampler() {
             }
             for cap in [None, Some(3)] {
                 for transform in [MarginTransform::Softmax, MarginTransform::Raw] {
+                    let what = format!("{name}, stop at eos {stop_at_eos}, cap {cap:?}");
+                    // Without a log nothing is run at all.
                     let mut method = sasa(&subspace, 0.0, cap, transform);
                     let steered = run(&model, &eos, &requests, &settings, Some(&mut method));
-                    let what = format!("{name}, stop at eos {stop_at_eos}, cap {cap:?}");
                     assert_eq!(steered, plain, "{what}");
+                    assert_eq!(method.stats().candidate_rows, 0, "{what}");
+                    // With the margin log the candidates are run, and still nothing changes.
+                    let mut method = sasa(&subspace, 0.0, cap, transform).with_margin_log();
+                    let steered = run(&model, &eos, &requests, &settings, Some(&mut method));
+                    assert_eq!(steered, plain, "{what}, margin log");
                     let stats = method.stats();
                     assert!(stats.candidate_rows > stats.row_steps, "{what}: {stats:?}");
                     if cap.is_some() {
-                        // The cap bound (candidates were left unscored) and some draws fell past
-                        // it, yet nothing changed: at β = 0 the cap removes nothing.
                         assert!(stats.capped_candidates > 0, "{what}: {stats:?}");
-                        assert!(stats.uncovered_steps > 0, "{what}: {stats:?}");
-                    } else {
-                        assert_eq!(stats.uncovered_steps, 0, "{what}");
                     }
                 }
             }
         }
     }
+}
+
+/// The contract on the real default model, where a different batch shape changes float
+/// rounding: β = 0 (with and without the margin log) draws plain sampling's tokens, token for
+/// token, for a batch of prompts with rows that stop at end-of-sequence.
+#[test]
+fn beta_zero_is_plain_sampling_on_the_default_model() {
+    let dir = test_support::default_model();
+    let model = LoadedModel::load(&dir, DeviceChoice::Cpu, DtypeChoice::F32).unwrap();
+    let subspace = Subspace::load_for_model(&Subspace::default_path(&dir), &dir).unwrap();
+    let prompts = [
+        "I can't believe you would say",
+        "The weather today is",
+        "He shouted at the referee and called him a",
+        "Write one sentence about cats.",
+    ];
+    let requests: Vec<Request> = prompts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            Request::samples(&format!("p{i}"), &model.tokenizer.encode(t).unwrap(), 3)
+        })
+        .collect();
+    let settings = Settings {
+        max_new_tokens: 12,
+        min_new_tokens: 0,
+        sampling: SamplingParams::default(),
+        seed: 7,
+        batch_size: 12,
+        stop_at_eos: true,
+    };
+    let eos = model.eos_token_ids.clone();
+    let plain = run(&model, &eos, &requests, &settings, None);
+    // Every candidate of the nucleus is run with the log on and no cap: too slow for CI, so the
+    // log is checked with the cap on.
+    for (cap, log) in [(None, false), (Some(20), false), (Some(20), true)] {
+        let mut method = sasa(&subspace, 0.0, cap, MarginTransform::Softmax);
+        if log {
+            method = method.with_margin_log();
+        }
+        let steered = run(&model, &eos, &requests, &settings, Some(&mut method));
+        assert_eq!(steered, plain, "cap {cap:?}, margin log {log}");
+    }
+}
+
+/// `eos_bonus: false` keeps end-of-sequence candidates out of the bonus: with every token
+/// declared end-of-sequence (and decoding not stopping at it), no candidate gets a bonus, so a
+/// large β draws exactly what β = 0 draws; with the bonus on, it does not.
+#[test]
+fn end_of_sequence_can_be_kept_out_of_the_bonus() {
+    let model = load("tiny-llama");
+    let subspace = made_up_subspace(&model);
+    let every_token: Vec<i64> = (0..model.model.info().vocab_size).collect();
+    let requests = requests(&model, 4);
+    let settings = settings(6, false);
+    let plain = run(&model, &[], &requests, &settings, None);
+    let steered_with = |eos_bonus: bool| {
+        let mut method = Sasa::new(
+            subspace.clone(),
+            SasaParams {
+                beta: 50.0,
+                margin_transform: MarginTransform::Softmax,
+                max_candidates: None,
+                eos_bonus,
+            },
+        )
+        .unwrap()
+        .with_eos_ids(&every_token);
+        run(&model, &[], &requests, &settings, Some(&mut method))
+    };
+    assert_eq!(steered_with(false), plain);
+    assert_ne!(steered_with(true), plain);
 }
 
 /// Final-norm hidden state after `ids`, run alone from an empty cache.
@@ -186,7 +260,8 @@ fn fast_margins_equal_a_full_recompute_of_every_candidate() {
         let eos = [common_token(&model)];
         let settings = settings(5, true);
         // β > 0 and a cap: the steered draws take the run rows as the next states, so a wrong
-        // row anywhere shows up in every later step's contexts and margins.
+        // row anywhere shows up in every later step's contexts and margins; a draw past the cap
+        // (drawable, unscored) makes the loop run its own forward, which must agree as well.
         let mut method = sasa(&subspace, 5.0, Some(5), MarginTransform::Softmax).with_margin_log();
         let generations = run(
             &model,
@@ -238,19 +313,23 @@ fn fast_margins_equal_a_full_recompute_of_every_candidate() {
                     );
                     checked += 1;
                 }
-                if let Some(drawn) = row.drawn {
-                    assert!(row.ids.contains(&drawn), "β > 0 draws only run candidates");
-                }
             }
         }
         assert!(checked > 200, "{name}: only {checked} margins checked");
         eprintln!("{name}: {checked} margins, largest difference {worst:.2e}");
-        assert_eq!(method.stats().uncovered_steps, 0);
+        let stats = method.stats();
+        assert!(
+            stats.uncovered_steps > 0,
+            "{name}: no draw past the cap: {stats:?}"
+        );
     }
 }
 
 fn mean_drawn_margin(model: &LoadedModel, subspace: &Subspace, params: SasaParams) -> SasaStats {
-    let mut method = Sasa::new(subspace.clone(), params).unwrap();
+    // The log makes β = 0 run the candidates too, so its drawn margins are measured.
+    let mut method = Sasa::new(subspace.clone(), params)
+        .unwrap()
+        .with_margin_log();
     let settings = Settings {
         max_new_tokens: 12,
         min_new_tokens: 0,
@@ -280,6 +359,7 @@ fn a_large_beta_draws_states_with_higher_margins() {
                     beta,
                     margin_transform: transform,
                     max_candidates: cap,
+                    eos_bonus: true,
                 };
                 let base = mean_drawn_margin(&model, &subspace, params(0.0));
                 let steered = mean_drawn_margin(&model, &subspace, params(beta));
@@ -295,7 +375,9 @@ fn a_large_beta_draws_states_with_higher_margins() {
                     steered_mean > base_mean,
                     "{name} {transform} cap {cap:?}: {steered_mean} at β = {beta} vs {base_mean}"
                 );
-                assert_eq!(steered.uncovered_steps, 0);
+                if cap.is_none() {
+                    assert_eq!(steered.uncovered_steps, 0);
+                }
                 assert_eq!(steered.row_steps, 3 * 16 * 12);
             }
         }
@@ -387,6 +469,7 @@ fn the_committed_subspace_fits_the_default_model() {
             beta: 10.0,
             margin_transform: MarginTransform::Softmax,
             max_candidates: Some(10),
+            eos_bonus: true,
         },
     )
     .unwrap();
