@@ -31,7 +31,7 @@ impl Default for WordFilterParams {
             mode: FilterMode::default().name().to_owned(),
             lists: "rtp".to_owned(),
             max_retries: DEFAULT_MAX_RETRIES,
-            text_rule: true,
+            text_rule: false,
         }
     }
 }
@@ -53,8 +53,9 @@ const DOCS: &[ParamDoc] = &[
     .range(0.0, 1000.0),
     ParamDoc::new(
         "text_rule",
-        "decode mode: also ban a token that would complete a listed word in the decoded text, however it is tokenized (false: token sequences of the listed spellings only, RealToxicityPrompts' baseline)",
-    ),
+        "decode mode: also ban a token that would complete a listed word in the decoded text, however it is tokenized (false, the default: token sequences of the listed spellings only, RealToxicityPrompts' baseline)",
+    )
+    .labelled(),
 ];
 
 impl WordFilterParams {

@@ -60,6 +60,9 @@ pub struct ParamInfo {
     /// The values a `String` parameter may take (`None`: any string).
     pub choices: Option<&'static [&'static str]>,
     pub description: &'static str,
+    /// Set away from its default, the parameter shows in the entry's default label
+    /// (`word_filter[text_rule=true]`): a variant that is a different method in tables.
+    pub labelled: bool,
 }
 
 /// A method's sweep axis: the strength (β, λ, …) the spec may give as a list.
@@ -110,6 +113,8 @@ pub struct ParamDoc {
     pub choices: Option<&'static [&'static str]>,
     /// The field is a file or folder (resolved against the spec's folder and checked to exist).
     pub path: bool,
+    /// See [`ParamInfo::labelled`].
+    pub labelled: bool,
 }
 
 impl ParamDoc {
@@ -120,6 +125,7 @@ impl ParamDoc {
             range: None,
             choices: None,
             path: false,
+            labelled: false,
         }
     }
 
@@ -135,6 +141,12 @@ impl ParamDoc {
 
     pub const fn path(mut self) -> Self {
         self.path = true;
+        self
+    }
+
+    /// Away from its default, the parameter names the variant in default labels.
+    pub const fn labelled(mut self) -> Self {
+        self.labelled = true;
         self
     }
 }
@@ -185,6 +197,7 @@ pub fn derive_params<P: Serialize + Default>(docs: &[ParamDoc]) -> Vec<ParamInfo
                 range: doc.range,
                 choices: doc.choices,
                 description: doc.description,
+                labelled: doc.labelled,
             }
         })
         .collect()

@@ -6,14 +6,14 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use crate::cell::{
-    normalize, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef, ParamValue,
-    PromptSetRef, Scorer,
+    identity_path, normalize, Cell, Experiment, Generation, MethodRef, MethodStep, ModelRef,
+    ParamValue, PromptSetRef, Scorer,
 };
 use crate::error::{closest, SpecError, SpecErrors};
 use crate::include::{load_merged, read_mapping, yaml_error, Merged};
 use crate::raw::{ModelFormat, OneOrMany, RawFilter, RawModel, RawModelFull, RawSpec};
 use crate::SCORER_NAMES;
-use method_info::{ParamDefault, ParamKind, Registry};
+use method_info::{ParamDefault, ParamInfo, ParamKind, Registry};
 
 /// Where presets live: `configs/models/<name>.yaml` under the project root.
 pub fn presets_dir() -> PathBuf {
@@ -273,7 +273,7 @@ fn validate_methods(cx: &mut Ctx, raw: &RawSpec) -> Vec<Vec<MethodRef>> {
         let label = m.label.clone().unwrap_or_else(|| {
             steps
                 .iter()
-                .map(|(s, _)| s.name.as_str())
+                .map(|(s, _)| default_step_label(cx.registry, s))
                 .collect::<Vec<_>>()
                 .join("+")
         });
@@ -320,6 +320,50 @@ fn validate_methods(cx: &mut Ctx, raw: &RawSpec) -> Vec<Vec<MethodRef>> {
     resolve_baselines(cx, &mut methods, &entries);
 
     methods
+}
+
+/// A parameter's default as the value a spec would have written.
+fn default_value(p: &ParamInfo, d: &ParamDefault) -> ParamValue {
+    match d {
+        ParamDefault::Float(x) => ParamValue::Float(*x),
+        ParamDefault::Int(x) => ParamValue::Int(*x),
+        ParamDefault::Bool(x) => ParamValue::Bool(*x),
+        // A default path is relative to the project root (the files the project ships).
+        ParamDefault::Str(s) if p.kind == ParamKind::Path => {
+            ParamValue::Path(paths::project_root().join(s))
+        }
+        ParamDefault::Str(s) => ParamValue::String(s.clone()),
+    }
+}
+
+/// A step's part of a default label: its name, and the labelled parameters set away from their
+/// defaults (`word_filter[text_rule=true]`), so a variant never shares the plain method's label.
+fn default_step_label(registry: &Registry, step: &MethodStep) -> String {
+    let Some(info) = registry.method(&step.name) else {
+        return step.name.clone();
+    };
+    let changed: Vec<String> = info
+        .params
+        .iter()
+        .filter(|p| p.labelled)
+        .filter_map(|p| {
+            let value = step.params.get(p.name)?;
+            let default = p.default.as_ref().map(|d| default_value(p, d));
+            let text = match value {
+                ParamValue::Bool(x) => x.to_string(),
+                ParamValue::Int(x) => x.to_string(),
+                ParamValue::Float(x) => x.to_string(),
+                ParamValue::String(x) => x.clone(),
+                ParamValue::Path(x) => identity_path(x),
+            };
+            (default.as_ref() != Some(value)).then(|| format!("{}={text}", p.name))
+        })
+        .collect();
+    if changed.is_empty() {
+        step.name.clone()
+    } else {
+        format!("{}[{}]", step.name, changed.join(","))
+    }
 }
 
 /// An entry's top-p for its cells: its own `top_p` (1 turns it off), else off for a method that
@@ -756,17 +800,7 @@ fn validate_step(
         }
         match &p.default {
             Some(d) => {
-                let v = match d {
-                    ParamDefault::Float(x) => ParamValue::Float(*x),
-                    ParamDefault::Int(x) => ParamValue::Int(*x),
-                    ParamDefault::Bool(x) => ParamValue::Bool(*x),
-                    // A default path is relative to the project root (the files the project ships).
-                    ParamDefault::Str(s) if p.kind == ParamKind::Path => {
-                        ParamValue::Path(paths::project_root().join(s))
-                    }
-                    ParamDefault::Str(s) => ParamValue::String(s.clone()),
-                };
-                params.insert(p.name.to_string(), v);
+                params.insert(p.name.to_string(), default_value(p, d));
             }
             None => cx.err(
                 "methods",

@@ -66,6 +66,7 @@ fn registry() -> Registry {
             }),
             description: "hidden layer",
             choices: None,
+            labelled: false,
         },
         ParamInfo {
             name: "margin",
@@ -74,6 +75,7 @@ fn registry() -> Registry {
             range: None,
             description: "margin",
             choices: None,
+            labelled: false,
         },
     ];
     let mut r = Registry::builtin();
@@ -562,6 +564,7 @@ fn registry_with_filter() -> Registry {
         range: None,
         description: "when to filter",
         choices: Some(&["decode", "posthoc", "both"]),
+        labelled: false,
     }];
     let mut r = registry();
     r.register(MethodInfo {
@@ -671,4 +674,129 @@ fn optional_models_and_prompt_sets_that_are_missing_drop_their_cells() {
     let none = text.replace("  - { name: m, path: model }\n", "");
     let e = one_error(load(s.write("none.yaml", &none)));
     assert_eq!(e.path, "models", "{e}");
+}
+
+/// A registry whose `rad` stand-in draws from the full distribution and whose `ban` has a
+/// labelled flag.
+fn fairness_registry() -> Registry {
+    static BAN: &[ParamInfo] = &[ParamInfo {
+        name: "text_rule",
+        kind: ParamKind::Bool,
+        default: Some(ParamDefault::Bool(false)),
+        range: None,
+        description: "extra rule",
+        choices: None,
+        labelled: true,
+    }];
+    let mut r = registry();
+    r.register(MethodInfo {
+        name: "rad",
+        description: "test stand-in",
+        params: Vec::new(),
+        strength: None,
+        full_distribution: true,
+    });
+    r.register(MethodInfo {
+        name: "ban",
+        description: "test stand-in",
+        params: BAN.to_vec(),
+        strength: None,
+        full_distribution: false,
+    });
+    r
+}
+
+#[test]
+fn min_new_tokens_is_recorded_and_checked() {
+    let s = Scratch::new();
+    let text = format!("{BASE}generation: {{ max_new_tokens: 20, min_new_tokens: 20 }}\n");
+    let exp = load(s.write("fixed.yaml", &text)).unwrap();
+    let cell = &exp.cells[0];
+    assert_eq!(cell.generation.min_new_tokens, 20);
+    let record = cell.record();
+    assert_eq!(record.generation.unwrap().min_new_tokens, Some(20));
+    // Unset, it leaves the identity (and so the cell ids of older specs) as it was.
+    let free = load(s.write("free.yaml", BASE)).unwrap();
+    assert!(!free.cells[0].canonical_json().contains("min_new_tokens"));
+    assert_ne!(free.cells[0].cell_id(), cell.cell_id());
+
+    let bad = format!("{BASE}generation: {{ max_new_tokens: 10, min_new_tokens: 11 }}\n");
+    let file = s.write("bad.yaml", &bad);
+    let e = one_error(load(&file));
+    assert_eq!(e.file, file);
+    assert_eq!(e.path, "generation.min_new_tokens");
+    assert!(e.reason.contains("above max_new_tokens"), "{e}");
+}
+
+#[test]
+fn baselines_default_to_none_and_must_name_an_entry() {
+    let s = Scratch::new();
+    let text = BASE.replace(
+        "  - name: none\n",
+        "  - name: none\n  - { name: sasa, strength: 1 }\n  - { name: ban, baseline: sasa }\n",
+    );
+    let exp = load_with(&s.write("exp.yaml", &text), &fairness_registry()).unwrap();
+    let baseline_of = |label: &str| {
+        exp.cells
+            .iter()
+            .find(|c| c.method.label == label)
+            .unwrap()
+            .record()
+            .method
+            .baseline
+    };
+    assert_eq!(baseline_of("none"), None);
+    assert_eq!(baseline_of("sasa").as_deref(), Some("none"));
+    assert_eq!(baseline_of("ban").as_deref(), Some("sasa"));
+
+    let bad = BASE.replace(
+        "  - name: none\n",
+        "  - name: none\n  - { name: sasa, baseline: nnoe }\n",
+    );
+    let file = s.write("bad.yaml", &bad);
+    let e = one_error(load_with(&file, &fairness_registry()));
+    assert_eq!(e.file, file);
+    assert_eq!(e.path, "methods[1].baseline");
+    assert_eq!(e.suggestion.as_deref(), Some("none"));
+}
+
+#[test]
+fn full_distribution_methods_run_with_top_p_off_unless_the_entry_says() {
+    let s = Scratch::new();
+    let text = BASE.replace(
+        "  - name: none\n",
+        "  - name: none\n  - name: rad\n  - { name: rad, label: rad-nucleus, top_p: 0.9 }\n  - { name: sasa, top_p: 1 }\n",
+    );
+    let exp = load_with(&s.write("exp.yaml", &text), &fairness_registry()).unwrap();
+    let top_p = |label: &str| {
+        exp.cells
+            .iter()
+            .find(|c| c.method.label == label)
+            .unwrap()
+            .generation
+            .top_p
+    };
+    assert_eq!(top_p("none"), Some(0.9));
+    assert_eq!(top_p("rad"), None);
+    assert_eq!(top_p("rad-nucleus"), Some(0.9));
+    assert_eq!(top_p("sasa"), None);
+    let bad = BASE.replace("  - name: none\n", "  - { name: none, top_p: 0 }\n");
+    let e = one_error(load_with(&s.write("bad.yaml", &bad), &fairness_registry()));
+    assert_eq!(e.path, "methods[0].top_p");
+}
+
+#[test]
+fn a_labelled_parameter_away_from_its_default_names_the_variant() {
+    let s = Scratch::new();
+    let text = BASE.replace(
+        "  - name: none\n",
+        "  - name: ban\n  - { name: ban, params: { text_rule: true } }\n",
+    );
+    let exp = load_with(&s.write("exp.yaml", &text), &fairness_registry()).unwrap();
+    let labels: std::collections::BTreeSet<&str> =
+        exp.cells.iter().map(|c| c.method.label.as_str()).collect();
+    assert_eq!(
+        labels.into_iter().collect::<Vec<_>>(),
+        ["ban", "ban[text_rule=true]"]
+    );
 }
