@@ -241,7 +241,8 @@ fn generate_batch(
     let mut active: Vec<usize> = (0..rows.len()).collect();
     for step_index in 0..settings.max_new_tokens {
         let mut logits = model.logits(&hidden);
-        if step_index < settings.min_new_tokens {
+        let too_short = step_index < settings.min_new_tokens;
+        if too_short {
             suppress_eos(&mut logits, eos_token_ids);
         }
         let step_rows: Vec<Row> = active
@@ -260,7 +261,8 @@ fn generate_batch(
             sampling: &settings.sampling,
             lookahead: None,
         };
-        let drawn = steer_and_draw(&step, steering, &mut logits, &active, &mut rngs)?;
+        let no_eos = if too_short { eos_token_ids } else { &[] };
+        let drawn = steer_and_draw(&step, steering, &mut logits, &active, &mut rngs, no_eos)?;
         let tokens = drawn.tokens;
         drop(step_rows);
         let mut next = Vec::with_capacity(active.len());
@@ -339,13 +341,15 @@ fn with_lookahead<'a>(step: &Step<'a>, lookahead: Option<&'a Lookahead>) -> Step
 /// One step of the steering methods around the draw: every method adjusts the full logits, the
 /// sampler truncates them to candidates, every method adjusts the candidates (one may run the
 /// model on them all: the lookahead), each active row draws from its own stream, and every
-/// method observes the drawn tokens.
+/// method observes the drawn tokens. `no_eos`: ids that may not be drawn this step (the
+/// min-new-tokens rule, enforced again after every method, whatever a method did to them).
 fn steer_and_draw(
     step: &Step<'_>,
     steering: &mut [Box<dyn Steering + '_>],
     logits: &mut Tensor,
     active: &[usize],
     rngs: &mut [SampleRng],
+    no_eos: &[i64],
 ) -> Result<Drawn> {
     for method in steering.iter_mut() {
         method
@@ -369,6 +373,22 @@ fn steer_and_draw(
                 .check(&cands)
                 .with_context(|| format!("steering {}", method.name()))?;
             lookahead = Some(produced);
+        }
+    }
+    if !no_eos.is_empty() {
+        for cand in &mut cands {
+            for (id, z) in cand.ids.iter().zip(cand.logits.iter_mut()) {
+                if no_eos.contains(id) {
+                    *z = f32::NEG_INFINITY;
+                }
+            }
+            if !cand.logits.iter().any(|z| z.is_finite()) {
+                bail!(
+                    "step {}: a steering method left only end-of-sequence candidates before \
+                     min_new_tokens",
+                    step.index
+                );
+            }
         }
     }
     let tokens: Vec<i64> = active

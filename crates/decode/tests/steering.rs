@@ -271,3 +271,83 @@ fn a_malformed_lookahead_is_refused() {
     .unwrap_err();
     assert!(format!("{error:#}").contains("offsets"), "{error:#}");
 }
+
+/// Pushes end-of-sequence as hard as a method can: its logits overwritten with the largest value
+/// (so truncation keeps it), then raised far above every other candidate.
+struct PreferEos(Vec<i64>);
+
+impl Steering for PreferEos {
+    fn name(&self) -> &str {
+        "prefer-eos"
+    }
+    fn adjust_logits(&mut self, _step: &Step, logits: &mut Tensor) -> Result<()> {
+        let ids = Tensor::from_slice(&self.0);
+        let top = logits.max().double_value(&[]);
+        let _ = logits.index_fill_(1, &ids, top);
+        Ok(())
+    }
+    fn adjust_candidates(
+        &mut self,
+        _step: &Step,
+        candidates: &mut [Candidates],
+    ) -> Result<Option<Lookahead>> {
+        for cand in candidates {
+            for (id, z) in cand.ids.iter().zip(cand.logits.iter_mut()) {
+                if self.0.contains(id) {
+                    *z = 1e4;
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `min_new_tokens` holds whatever a method does: without steering every sample reaches it
+/// (end-of-sequence a common token), and a method that overwrites end-of-sequence's logit with
+/// a huge value, before and after truncation, still cannot stop a sample earlier — and stops
+/// every sample right at it.
+#[test]
+fn min_new_tokens_holds_against_any_method() {
+    for name in ["tiny-llama", "tiny-gpt2"] {
+        let model = load(name);
+        let plain = collect(&model, &[], &settings(6, false), &mut []);
+        let mut counts = std::collections::HashMap::new();
+        for g in &plain {
+            for &t in &g.token_ids {
+                *counts.entry(t).or_insert(0) += 1;
+            }
+        }
+        let eos: Vec<i64> = {
+            let mut by_count: Vec<(i64, i64)> = counts.into_iter().collect();
+            by_count.sort_by_key(|&(t, c)| (-c, t));
+            by_count.iter().take(3).map(|&(t, _)| t).collect()
+        };
+        let min = 4;
+        let fixed = Settings {
+            min_new_tokens: min,
+            ..settings(6, true)
+        };
+        let free = collect(&model, &eos, &settings(6, true), &mut []);
+        assert!(
+            free.iter().any(|g| g.token_ids.len() < min),
+            "{name}: without the floor some sample should stop early"
+        );
+        for g in collect(&model, &eos, &fixed, &mut []) {
+            assert!(g.token_ids.len() >= min, "{name}: {g:?}");
+            assert!(g.token_ids[..min].iter().all(|t| !eos.contains(t)));
+        }
+        // Top-k alone, so the candidates keep other tokens beside end-of-sequence.
+        let fixed_top_k = Settings {
+            sampling: SamplingParams {
+                top_p: None,
+                ..fixed.sampling
+            },
+            ..fixed
+        };
+        let mut pushy: Vec<Box<dyn Steering>> = vec![Box::new(PreferEos(eos.clone()))];
+        for g in collect(&model, &eos, &fixed_top_k, &mut pushy) {
+            assert_eq!(g.token_ids.len(), min, "{name}: {g:?}");
+            assert_eq!(g.finish_reason, decode::FinishReason::Eos);
+        }
+    }
+}

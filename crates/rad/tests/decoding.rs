@@ -238,15 +238,24 @@ fn check_against_full_rescore(
 #[test]
 fn cached_rewards_equal_a_full_rescore_of_every_candidate() {
     // The reward model on the LM's own first block, on its full self, and on another model with
-    // the same vocabulary.
-    for (lm_name, reward_name, layers) in [
-        ("tiny-llama", "tiny-llama", 1),
-        ("tiny-gpt2", "tiny-gpt2", 2),
-        ("tiny-llama", "tiny-gpt2", 1),
+    // the same vocabulary; inside the loop's top-k/top-p candidates, and as published (the top k
+    // of the full distribution, top-p off).
+    for (lm_name, reward_name, layers, full_distribution) in [
+        ("tiny-llama", "tiny-llama", 1, false),
+        ("tiny-gpt2", "tiny-gpt2", 2, false),
+        ("tiny-llama", "tiny-gpt2", 1, false),
+        ("tiny-llama", "tiny-llama", 1, true),
     ] {
         let lm = load(&fixture(lm_name), None);
         let eos = [common_token(&lm)];
-        let settings = settings(5, true);
+        let mut settings = settings(5, true);
+        if full_distribution {
+            settings.sampling = SamplingParams {
+                temperature: 1.0,
+                top_k: None,
+                top_p: None,
+            };
+        }
         let top_k = 5;
         let mut method = rad(
             made_up_reward(&fixture(reward_name), layers),
@@ -262,7 +271,9 @@ fn cached_rewards_equal_a_full_rescore_of_every_candidate() {
         let lengths: std::collections::BTreeSet<usize> =
             generations.iter().map(|g| g.token_ids.len()).collect();
         assert!(lengths.len() > 1, "rows should finish at different steps");
-        let name = format!("{lm_name} with reward {reward_name}[..{layers}]");
+        let name = format!(
+            "{lm_name} with reward {reward_name}[..{layers}], full distribution {full_distribution}"
+        );
         let checked =
             check_against_full_rescore(&name, &lm, &method, &generations, &settings, top_k);
         assert!(checked > 200, "{name}: only {checked} rewards checked");
