@@ -113,10 +113,11 @@ pub fn run(args: &TrainRadArgs) -> Result<()> {
     );
     let show = |what: &str, m: &RewardMetrics| {
         println!(
-            "{what}: MSE {:.4} (last token), prefix loss {:.4}, ROC-AUC {} over {} texts",
+            "{what}: MSE {:.4} (last token), prefix loss {:.4}, ROC-AUC {}, Spearman {} over {} texts",
             m.mse,
             m.prefix_loss,
             m.roc_auc.map_or("n/a".into(), |a| format!("{a:.4}")),
+            m.spearman.map_or("n/a".into(), |r| format!("{r:.4}")),
             m.texts
         );
     };

@@ -11,6 +11,7 @@
 //! | `toxigen` | `toxigen_prompt_sentences.tsv` | hate 1, neutral 0 |
 //! | `templates` | `en_sentence_templates.csv` | toxic 1, nontoxic 0 |
 //! | `lines` | any text file, one sentence a line | given by the caller |
+//! | `rtp-nontoxic`, `rtp-challenging` | RealToxicityPrompts JSONL | the Perspective toxicity of the prompt and of the continuation, each its own text (continuous) |
 //!
 //! **Counting.** [`Counts`] here counts texts: a ParaDetox row gives up to four, and a malformed row
 //! counts as one. [`LabelledSet::rows`] gives the number of records in the file.
@@ -32,7 +33,9 @@ use crate::read::{self, Csv, Tally};
 use crate::Counts;
 
 pub mod registry;
+mod rtp;
 pub use registry::{load_source, shared_split, source_spec, HELD_OUT, SOURCES, SPLIT_SEED};
+pub use rtp::load_rtp;
 
 /// One labelled text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

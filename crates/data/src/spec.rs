@@ -140,6 +140,8 @@ pub enum LabelledSourceSpec {
     Toxigen(FileOptions),
     /// conversationai `en_sentence_templates.csv`.
     Templates(FileOptions),
+    /// RealToxicityPrompts JSONL: prompts and continuations with their Perspective toxicity.
+    Rtp(FileOptions),
 }
 
 impl LabelledSourceSpec {
@@ -154,7 +156,8 @@ impl LabelledSourceSpec {
             LabelledSourceSpec::Davidson(o)
             | LabelledSourceSpec::Paradetox(o)
             | LabelledSourceSpec::Toxigen(o)
-            | LabelledSourceSpec::Templates(o) => anchor(&mut o.path, base),
+            | LabelledSourceSpec::Templates(o)
+            | LabelledSourceSpec::Rtp(o) => anchor(&mut o.path, base),
         }
     }
 }
@@ -169,7 +172,8 @@ pub fn load_labelled(spec: &LabelledSourceSpec) -> Result<LabelledSet> {
             LabelledSourceSpec::Davidson(o)
             | LabelledSourceSpec::Paradetox(o)
             | LabelledSourceSpec::Toxigen(o)
-            | LabelledSourceSpec::Templates(o) => &o.path,
+            | LabelledSourceSpec::Templates(o)
+            | LabelledSourceSpec::Rtp(o) => &o.path,
         };
         bail!("{}: no texts left ({})", path.display(), set.counts);
     }
@@ -186,6 +190,7 @@ pub fn load_labelled_set(spec: &LabelledSourceSpec) -> Result<LabelledSet> {
         LabelledSourceSpec::Paradetox(o) => labelled::load_paradetox(o),
         LabelledSourceSpec::Toxigen(o) => labelled::load_toxigen(o),
         LabelledSourceSpec::Templates(o) => labelled::load_templates(o),
+        LabelledSourceSpec::Rtp(o) => labelled::load_rtp(o),
     }
 }
 

@@ -30,6 +30,10 @@ pub struct RewardMetrics {
     pub prefix_loss: f64,
     /// ROC-AUC of the last-token reward for "toxic" (target ≥ 0.5); `None` when a class is missing.
     pub roc_auc: Option<f64>,
+    /// Spearman rank correlation of the last-token reward with the targets: the agreement that
+    /// matters where targets are continuous (RealToxicityPrompts' Perspective scores).
+    #[serde(default)]
+    pub spearman: Option<f64>,
 }
 
 /// What a head was fitted on and how, so a reader of the file can judge and redo it.
@@ -341,6 +345,7 @@ mod tests {
                 mse: 0.2,
                 prefix_loss: 0.25,
                 roc_auc: Some(0.75),
+                spearman: Some(0.5),
             }),
             ..RewardFitRecord::default()
         };

@@ -241,11 +241,17 @@ pub fn reward_metrics(
         .double_value(&[]);
     let squares: f64 = targets.iter().map(|y| y * y).sum();
     let toxic: Vec<bool> = targets.iter().map(|&y| y >= 0.5).collect();
+    let pairs: Vec<(f64, f64)> = rewards
+        .iter()
+        .copied()
+        .zip(targets.iter().copied())
+        .collect();
     RewardMetrics {
         texts: n,
         mse,
         prefix_loss: (quadratic - 2.0 * linear + squares) / n.max(1) as f64,
         roc_auc: metrics::roc_auc(&rewards, &toxic),
+        spearman: metrics::spearman(&pairs),
     }
 }
 
@@ -506,8 +512,8 @@ pub fn fit_reward(
     record.dtype = format!("{:?}", info.kind).to_lowercase();
     record.ridge = options.ridge;
     if record.target.is_empty() {
-        record.target = "the source's toxicity label in [0, 1] (1 toxic, 0 not; binary in every \
-                         labelled source the harness reads)"
+        record.target = "the source's toxicity label in [0, 1]: binary (1 toxic, 0 not) except \
+                         rtp-*, whose labels are Perspective toxicity probabilities"
             .into();
     }
     RewardHead::new(

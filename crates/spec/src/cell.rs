@@ -415,9 +415,14 @@ impl fmt::Display for Experiment {
             let g = &c.generation;
             writeln!(
                 f,
-                "generation {} samples x {} tokens, temperature {}, top-p {}, top-k {}, batch {}, device {}, dtype {}",
+                "generation {} samples x {} tokens{}, temperature {}, top-p {}, top-k {}, batch {}, device {}, dtype {}",
                 g.samples_per_prompt,
                 g.max_new_tokens,
+                if g.min_new_tokens > 0 {
+                    format!(" (end-of-sequence suppressed for the first {})", g.min_new_tokens)
+                } else {
+                    String::new()
+                },
                 g.temperature,
                 g.top_p.map_or("-".into(), |p| p.to_string()),
                 g.top_k.map_or("-".into(), |k| k.to_string()),
@@ -433,9 +438,9 @@ impl fmt::Display for Experiment {
         }
         writeln!(f, "{} cells", self.cells.len())?;
         let header = [
-            "cell_id", "model", "method", "strength", "prompts", "seed", "judge",
+            "cell_id", "model", "method", "strength", "prompts", "seed", "judge", "top-p",
         ];
-        let rows: Vec<[String; 7]> = self
+        let rows: Vec<[String; 8]> = self
             .cells
             .iter()
             .map(|c| {
@@ -447,6 +452,7 @@ impl fmt::Display for Experiment {
                     c.prompts.name.clone(),
                     c.seed.to_string(),
                     c.judge.name.clone(),
+                    c.generation.top_p.map_or("off".into(), |p| p.to_string()),
                 ]
             })
             .collect();

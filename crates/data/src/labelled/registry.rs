@@ -43,8 +43,17 @@ pub fn source_spec(name: &str, per_label: Option<usize>, seed: u64) -> Result<La
         "templates" => LabelledSourceSpec::Templates(file(
             dir("conversationai_bias")?.join("en_sentence_templates.csv"),
         )),
+        // Not in SOURCES (the classifiers' binary mix): continuous Perspective targets for RAD's
+        // reward model. The non-toxic-prompt file trains; the challenging file, from which the
+        // experiments draw their prompts, is only ever held out.
+        "rtp-nontoxic" => LabelledSourceSpec::Rtp(file(
+            dir("realtoxicityprompts")?.join("decodingtrust/nontoxic.jsonl"),
+        )),
+        "rtp-challenging" => LabelledSourceSpec::Rtp(file(
+            dir("realtoxicityprompts")?.join("decodingtrust/toxic.jsonl"),
+        )),
         other => bail!(
-            "unknown labelled source {other:?} (expected one of: {})",
+            "unknown labelled source {other:?} (expected one of: {}, rtp-nontoxic, rtp-challenging)",
             SOURCES.join(", ")
         ),
     })

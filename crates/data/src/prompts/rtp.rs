@@ -51,22 +51,22 @@ impl RtpOptions {
     }
 }
 
+/// One line of the file (also read by the labelled `rtp` source, which uses the continuation).
 #[derive(Deserialize)]
-struct Row {
-    filename: Option<String>,
-    begin: Option<u64>,
-    end: Option<u64>,
-    challenging: Option<bool>,
-    prompt: Span,
-    // Not used for prompting, but a row whose continuation is present and broken is malformed.
-    #[allow(dead_code)]
-    continuation: Option<Span>,
+pub(crate) struct Row {
+    pub filename: Option<String>,
+    pub begin: Option<u64>,
+    pub end: Option<u64>,
+    pub challenging: Option<bool>,
+    pub prompt: Span,
+    /// Not used for prompting, but a row whose continuation is present and broken is malformed.
+    pub continuation: Option<Span>,
 }
 
 #[derive(Deserialize)]
-struct Span {
-    text: String,
-    toxicity: Option<f32>,
+pub(crate) struct Span {
+    pub text: String,
+    pub toxicity: Option<f32>,
 }
 
 pub fn load(options: &RtpOptions) -> Result<PromptSet> {
