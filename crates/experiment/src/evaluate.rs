@@ -5,7 +5,11 @@
 //! toxicity, each with its bootstrap interval and counts, the failures by kind, and per-group
 //! results with the largest toxic-rate gap when the generations carry a `group`. Over the texts:
 //! dist-1/2/3. With two or more scorers: Spearman agreement of per-prompt maximum toxicity for
-//! every pair. With a judge: conditional perplexity of each continuation given its prompt.
+//! every pair. With a judge: conditional perplexity of each continuation given its prompt (and
+//! per prompt, the kept perplexities' sum and count, which paired comparisons resample). Length
+//! and stopping (mean tokens and words, end-of-sequence, empty and at-the-limit shares) over all
+//! samples and over each scorer's scored samples, and each scorer's toxicity over the samples
+//! that reached the length limit (`metrics::length`).
 //!
 //! Inputs are checked, not trusted ([`CellSamples`]): every generation must have exactly one score
 //! in every score file, and every score must belong to a generation; errors name the file and line.
@@ -66,15 +70,20 @@ pub fn evaluate(inputs: &EvaluateInputs<'_>, monitor: &dyn Monitor) -> Result<Me
         .iter()
         .zip(inputs.scores)
         .zip(&scores)
-        .map(|((column, input), prompts)| ScorerResults {
-            scorer: column.scorer.clone(),
-            name: input.name.clone(),
-            scores: column.path.clone(),
-            summary: metrics::toxicity_summary(prompts, policy),
-            failures: column.failures.clone(),
-            groups: has_groups.then(|| metrics::toxicity_by_group(prompts, policy)),
+        .enumerate()
+        .map(|(k, ((column, input), prompts))| {
+            Ok(ScorerResults {
+                scorer: column.scorer.clone(),
+                name: input.name.clone(),
+                scores: column.path.clone(),
+                summary: metrics::toxicity_summary(prompts, policy),
+                failures: column.failures.clone(),
+                groups: has_groups.then(|| metrics::toxicity_by_group(prompts, policy)),
+                length: Some(samples.scored_length_summary(k)?),
+                full_length: Some(samples.length_controlled_toxicity(k, policy)?),
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let texts: Vec<PromptTexts> = samples.per_prompt(|i| samples.generations[i].text.clone());
     let distinctness = metrics::distinctness(&texts, policy);
     let mut agreement = Vec::new();
@@ -87,13 +96,16 @@ pub fn evaluate(inputs: &EvaluateInputs<'_>, monitor: &dyn Monitor) -> Result<Me
             });
         }
     }
-    let perplexity = match inputs.judge {
+    let (perplexity, perplexity_by_prompt) = match inputs.judge {
         Some(judge) => {
             let per_sample = judge_perplexities(judge, &samples.generations, monitor)?;
             let prompts = samples.per_prompt(|i| per_sample[i]);
-            Some(metrics::mean_perplexity(&prompts, policy))
+            (
+                Some(metrics::mean_perplexity(&prompts, policy)),
+                metrics::perplexity_by_prompt(&prompts, policy),
+            )
         }
-        None => None,
+        None => (None, Vec::new()),
     };
     Ok(MetricsRecord {
         schema: records::SCHEMA_VERSION,
@@ -112,6 +124,8 @@ pub fn evaluate(inputs: &EvaluateInputs<'_>, monitor: &dyn Monitor) -> Result<Me
             distinctness,
             perplexity,
             agreement,
+            length: Some(samples.length_summary()),
+            perplexity_by_prompt,
         },
     })
 }
@@ -234,6 +248,17 @@ pub fn table(record: &MetricsRecord) -> String {
         }
         out.push('\n');
     }
+    if let Some(l) = &results.length {
+        out += &format!(
+            "length: {} tokens, {} words on average; end-of-sequence {}, empty {}, at the limit {} of {} samples\n",
+            number(l.mean_tokens, 2),
+            number(l.mean_words, 2),
+            l.eos,
+            l.empty,
+            l.at_limit,
+            l.samples
+        );
+    }
     for a in &results.agreement {
         out += &format!(
             "agreement {} vs {}: spearman {} over {} prompts\n",
@@ -246,6 +271,10 @@ pub fn table(record: &MetricsRecord) -> String {
         );
     }
     out
+}
+
+fn number(value: Option<f64>, decimals: usize) -> String {
+    value.map_or("—".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
 /// Value, interval and counts of each metric, aligned.

@@ -76,7 +76,7 @@ pub fn bootstrap_mean_ci(values: &[f64], resamples: usize, seed: u64) -> Option<
     ratio_ci(&units, resamples, seed)
 }
 
-fn percentile_interval(mut stats: Vec<f64>) -> (f64, f64) {
+pub(crate) fn percentile_interval(mut stats: Vec<f64>) -> (f64, f64) {
     stats.sort_by(f64::total_cmp);
     (quantile(&stats, LOWER), quantile(&stats, UPPER))
 }

@@ -19,6 +19,8 @@ mod bootstrap;
 mod classification;
 mod distinct;
 mod groups;
+mod length;
+mod paired;
 mod perplexity;
 mod policy;
 mod toxicity;
@@ -31,7 +33,14 @@ pub use bootstrap::bootstrap_mean_ci;
 pub use classification::roc_auc;
 pub use distinct::{distinct_n, distinctness, prompt_distinct_n, Distinctness};
 pub use groups::{toxicity_by_group, GroupGap, GroupReport};
-pub use perplexity::{mean_perplexity, PplSample, PromptPerplexities};
+pub use length::{
+    length_controlled_toxicity, length_summary, LengthControlledToxicity, LengthSummary,
+    SampleLength, ScoredStop, Stop,
+};
+pub use paired::{paired_difference, PairedDifference, RatioTerm};
+pub use perplexity::{
+    mean_perplexity, perplexity_by_prompt, PplSample, PromptPerplexities, PromptPerplexity,
+};
 pub use policy::{MetricPolicy, ThresholdComparison};
 pub use toxicity::{
     expected_max_toxicity, max_per_prompt, toxic_rate, toxicity_summary, ToxicitySummary,

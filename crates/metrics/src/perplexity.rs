@@ -84,6 +84,42 @@ pub fn mean_perplexity(prompts: &[PromptPerplexities], policy: &MetricPolicy) ->
     measure(&units, counts, false, policy)
 }
 
+/// One prompt's kept perplexities: their sum and count. Stored per prompt so that a later
+/// comparison of two cells can resample prompts (a paired bootstrap) without the judge LM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptPerplexity {
+    pub prompt_id: String,
+    /// Sum of the kept samples' perplexities.
+    pub sum: f64,
+    /// Kept samples (not empty, failed or above the cap).
+    pub kept: usize,
+}
+
+/// Per prompt, the sum and count of the perplexities [`mean_perplexity`] keeps (same policy), in
+/// the order given; `Σ sum / Σ kept` is its value.
+pub fn perplexity_by_prompt(
+    prompts: &[PromptPerplexities],
+    policy: &MetricPolicy,
+) -> Vec<PromptPerplexity> {
+    prompts
+        .iter()
+        .map(|p| {
+            let mut out = PromptPerplexity {
+                prompt_id: p.prompt_id.clone(),
+                sum: 0.0,
+                kept: 0,
+            };
+            for s in &p.samples {
+                if let Outcome::Kept(ppl) = classify(s, policy.ppl_cap) {
+                    out.sum += ppl;
+                    out.kept += 1;
+                }
+            }
+            out
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +153,12 @@ mod tests {
         assert!((m.value.unwrap() - 16.0 / 3.0).abs() < 1e-12);
         assert_eq!(m.counts.scored, 3);
         assert!(!m.higher_is_better);
+        let by_prompt = perplexity_by_prompt(&prompts, &policy(Some(1e4)));
+        let (sum, kept) = by_prompt
+            .iter()
+            .fold((0.0, 0), |(s, k), p| (s + p.sum, k + p.kept));
+        assert_eq!(kept, 3);
+        assert!((sum / kept as f64 - m.value.unwrap()).abs() < 1e-12);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 pub mod cell;
 pub mod generation;
+mod lengths;
 pub mod metrics_record;
 pub mod run_record;
 pub mod samples;

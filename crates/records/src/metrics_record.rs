@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use metrics::{Agreement, Distinctness, GroupReport, Measured, MetricPolicy, ToxicitySummary};
+use metrics::{
+    Agreement, Distinctness, GroupReport, LengthControlledToxicity, LengthSummary, Measured,
+    MetricPolicy, PromptPerplexity, ToxicitySummary,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Versioned;
@@ -53,6 +56,14 @@ pub struct MetricsResults {
     /// Every pair of scorers (empty with one score file).
     #[serde(default)]
     pub agreement: Vec<PairAgreement>,
+    /// Length and stopping over all samples (absent in records written before it was measured;
+    /// the report then computes it from the generations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<LengthSummary>,
+    /// Per prompt, the kept perplexities' sum and count, so that comparisons can resample
+    /// prompts (absent without a judge and in older records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub perplexity_by_prompt: Vec<PromptPerplexity>,
 }
 
 /// One scorer's toxicity results.
@@ -75,6 +86,13 @@ pub struct ScorerResults {
     /// Per group, when the generations carry groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<GroupReport>,
+    /// Length and stopping over the samples this scorer scored (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<LengthSummary>,
+    /// Toxic-sample share and mean toxicity over the samples that reached the length limit
+    /// (`finish_reason` `length`) only: toxicity at equal length (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_length: Option<LengthControlledToxicity>,
 }
 
 /// Agreement of one pair of scorers.

@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use metrics::{MetricPolicy, PplSample, Prompt, PromptScores, PromptTexts};
+use metrics::{
+    MetricPolicy, PplSample, Prompt, PromptScores, PromptTexts, SampleLength, ScoredStop, Stop,
+};
 use serde_json::{json, Value};
 
 /// One sample of a fixture cell.
@@ -22,7 +24,32 @@ pub struct FixtureSample {
     pub scores: Vec<Option<f64>>,
     /// Perplexity under the judge; `None` when the cell has no judge.
     pub perplexity: Option<f64>,
+    /// New tokens (`token_ids` gets this many ids).
+    pub tokens: usize,
+    /// `true`: stopped at end-of-sequence; `false`: at the length limit.
+    pub eos: bool,
 }
+
+impl FixtureSample {
+    /// A sample of one scorer that ran to the 20-token limit.
+    pub fn at_limit(text: &str, score: Option<f64>, perplexity: Option<f64>) -> Self {
+        Self {
+            text: text.into(),
+            scores: vec![score],
+            perplexity,
+            tokens: FIXTURE_MAX_NEW_TOKENS,
+            eos: false,
+        }
+    }
+
+    fn length(&self) -> SampleLength {
+        let stop = if self.eos { Stop::Eos } else { Stop::Length };
+        SampleLength::of(self.tokens, &self.text, stop)
+    }
+}
+
+/// `max_new_tokens` of every fixture cell.
+pub const FIXTURE_MAX_NEW_TOKENS: usize = 20;
 
 #[derive(Debug, Clone)]
 pub struct FixturePrompt {
@@ -57,18 +84,26 @@ pub struct FixtureCell {
     /// `false`: write `cell.json` and generations only, as a run stopped before evaluation.
     pub evaluated: bool,
     pub policy: MetricPolicy,
+    /// `method.baseline` of `cell.json` (the label of the entry this cell is compared with).
+    pub baseline: Option<String>,
+    /// The judge LM's name; `None`: the policy model judges itself (as `judge: same`).
+    pub judge: Option<String>,
 }
 
 impl FixtureCell {
     /// A stable id from the settings, 16 hex digits like `spec::Cell::cell_id` (not the same
     /// hash: the report never recomputes ids, it reads them).
     pub fn cell_id(&self) -> String {
-        let key = json!({
+        let mut key = json!({
             "model": self.model, "method": self.method, "params": self.params,
             "strength": self.strength, "prompts": self.prompt_set, "seed": self.seed,
             "scorers": self.scorers,
-        })
-        .to_string();
+        });
+        // Only when set, so ids of cells without a baseline stay what they were.
+        if let Some(b) = &self.baseline {
+            key["baseline"] = json!(b);
+        }
+        let key = key.to_string();
         let hash = paths::stable_hash(key.as_bytes());
         format!("{hash:016x}")
     }
@@ -76,7 +111,7 @@ impl FixtureCell {
     fn cell_json(&self) -> Value {
         let policy = serde_json::to_value(&self.policy).expect("policy serializes");
         let generation = json!({
-            "batch_size": 32, "device": "auto", "dtype": "f32", "max_new_tokens": 20,
+            "batch_size": 32, "device": "auto", "dtype": "f32", "max_new_tokens": FIXTURE_MAX_NEW_TOKENS,
             "samples_per_prompt": self.prompts.first().map_or(0, |p| p.samples.len()),
             "temperature": 1.0, "top_k": null, "top_p": 0.9
         });
@@ -94,12 +129,23 @@ impl FixtureCell {
             "path": format!("/data/{}.jsonl", self.prompt_set), "per_group": null,
             "sample": null, "seed": 0
         });
+        let mut method = json!({
+            "label": self.label, "name": self.method, "params": self.params, "strength": self.strength
+        });
+        if let Some(b) = &self.baseline {
+            method["baseline"] = json!(b);
+        }
         json!({
             "cell_id": self.cell_id(),
             "generation": generation,
             "identity": { "method": { "name": self.method, "params": self.params, "strength": self.strength } },
-            "judge": model,
-            "method": { "label": self.label, "name": self.method, "params": self.params, "strength": self.strength },
+            "judge": match &self.judge {
+                Some(name) => json!({
+                    "format": "hf", "name": name, "path": format!("/models/{name}"), "preset": name
+                }),
+                None => model.clone(),
+            },
+            "method": method,
             "model": model,
             "policy": policy,
             "prompts": { "name": self.prompt_set, "source": source },
@@ -123,7 +169,8 @@ impl FixtureCell {
             for (i, s) in p.samples.iter().enumerate() {
                 let mut record = json!({
                     "prompt_id": p.id, "sample_index": i, "prompt": format!("Prompt {}", p.id),
-                    "text": s.text, "token_ids": [], "finish_reason": "length",
+                    "text": s.text, "token_ids": vec![1; s.tokens],
+                    "finish_reason": if s.eos { "eos" } else { "length" },
                     "settings": "fixture"
                 });
                 if let Some(g) = &p.group {
@@ -194,6 +241,10 @@ impl FixtureCell {
         Ok(id)
     }
 
+    fn samples(&self) -> impl Iterator<Item = &FixtureSample> {
+        self.prompts.iter().flat_map(|p| &p.samples)
+    }
+
     /// The record `detox evaluate` would write for these samples.
     fn metrics_json(&self, score_files: &[String]) -> Value {
         let policy = &self.policy;
@@ -231,6 +282,30 @@ impl FixtureCell {
                 entry["scorer"] = json!(scorer_id);
                 entry["scores"] = json!(score_files[k]);
                 entry["failures"] = Value::Object(failures);
+                let scored: Vec<SampleLength> = self
+                    .samples()
+                    .filter(|s| s.scores[k].is_some())
+                    .map(FixtureSample::length)
+                    .collect();
+                entry["length"] =
+                    serde_json::to_value(metrics::length_summary(&scored)).expect("serializes");
+                let stops: Vec<Prompt<ScoredStop>> = prompts
+                    .iter()
+                    .zip(&self.prompts)
+                    .map(|(scores, p)| Prompt {
+                        prompt_id: p.id.clone(),
+                        group: p.group.clone(),
+                        samples: scores
+                            .samples
+                            .iter()
+                            .zip(&p.samples)
+                            .map(|(score, s)| (*score, s.length().stop))
+                            .collect(),
+                    })
+                    .collect();
+                entry["full_length"] =
+                    serde_json::to_value(metrics::length_controlled_toxicity(&stops, policy))
+                        .expect("serializes");
                 if has_groups {
                     entry["groups"] =
                         serde_json::to_value(metrics::toxicity_by_group(&prompts, policy))
@@ -252,6 +327,9 @@ impl FixtureCell {
             .expect("distinctness serializes");
         results["toxicity"] = Value::Array(toxicity);
         results["agreement"] = json!([]);
+        let lengths: Vec<SampleLength> = self.samples().map(FixtureSample::length).collect();
+        results["length"] =
+            serde_json::to_value(metrics::length_summary(&lengths)).expect("serializes");
         if self
             .prompts
             .iter()
@@ -272,6 +350,9 @@ impl FixtureCell {
                 .collect();
             results["perplexity"] =
                 serde_json::to_value(metrics::mean_perplexity(&ppl, policy)).expect("serializes");
+            results["perplexity_by_prompt"] =
+                serde_json::to_value(metrics::perplexity_by_prompt(&ppl, policy))
+                    .expect("serializes");
         }
         json!({
             "inputs": { "generations": "/elsewhere/generations.jsonl", "generation_settings": "fixture",
@@ -448,6 +529,8 @@ pub fn write_synthetic_experiment(dir: &Path) -> Result<SyntheticExperiment> {
                                 text: text.join(" "),
                                 scores: vec![Some(minilm), (!failed).then_some(profanity)],
                                 perplexity: Some(perplexity),
+                                tokens: FIXTURE_MAX_NEW_TOKENS,
+                                eos: false,
                             }
                         })
                         .collect();
@@ -502,6 +585,8 @@ pub fn write_synthetic_experiment(dir: &Path) -> Result<SyntheticExperiment> {
                     ..MetricPolicy::default()
                 },
                 prompts,
+                baseline: (method != "none").then(|| "none".to_owned()),
+                judge: None,
             };
             out.complete.push(cell.write(dir)?);
         }
@@ -518,15 +603,13 @@ pub fn write_synthetic_experiment(dir: &Path) -> Result<SyntheticExperiment> {
             prompts: vec![FixturePrompt {
                 id: format!("{set}-only"),
                 group: None,
-                samples: vec![FixtureSample {
-                    text: "partial".into(),
-                    scores: vec![None],
-                    perplexity: None,
-                }],
+                samples: vec![FixtureSample::at_limit("partial", None, None)],
             }],
             record: None,
             evaluated: false,
             policy: MetricPolicy::default(),
+            baseline: Some("none".into()),
+            judge: None,
         };
         out.incomplete.push(stopped.write(dir)?);
     }

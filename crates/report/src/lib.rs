@@ -9,6 +9,10 @@
 //! groups.parquet, groups.csv          one row per cell × scorer × group
 //! per_prompt.parquet, per_prompt.csv  one row per cell × scorer × prompt
 //! agreement.parquet, agreement.csv    one row per scorer pair × prompt set (and all sets)
+//! paired.parquet, paired.csv          one row per cell × scorer against its baseline: paired
+//!                                     differences with bootstrap intervals (and one per cell
+//!                                     whose baseline is missing or ambiguous, with the reason)
+//! audit.parquet, audit.csv            one row per cell × confound found ("none_found" if none)
 //! summary.md                          the human summary, with notes on what was skipped
 //! charts/*.png, charts/*.svg          frontier, group, cost and scorer-agreement charts
 //! ```
@@ -17,16 +21,25 @@
 //! set, scorer) for `detox compare`.
 
 mod agreement;
+mod audit;
+mod audit_checks;
 mod charts;
 mod compare;
+mod fairness;
 #[cfg(any(test, feature = "fixture"))]
 pub mod fixture;
+mod length;
 mod load;
 mod markdown;
+mod paired;
+mod paired_output;
+mod pairing;
 mod table;
 mod tables;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fair;
 
 use std::path::{Path, PathBuf};
 
@@ -35,13 +48,20 @@ use anyhow::{Context, Result};
 pub use agreement::{
     agreement_table, scorer_agreement, CellShares, ScorerAgreement, ALL_PROMPT_SETS,
 };
+pub use audit::{
+    audit_markdown, audit_table, AuditItem, AuditKind, CellAudit, LENGTH_TOLERANCE, SHARE_TOLERANCE,
+};
 pub use charts::{write_charts, ChartsOutcome};
 pub use compare::{compare, default_compare_dir, CompareRow, Compared, Comparison, MatchKey, Side};
+pub use fairness::Fairness;
 pub use load::{
     format_strength, per_prompt_toxicity, sample_scores, CellConfig, CellOutputs, CellStatus,
     Experiment, MetricsRecord, PromptRow, RunRecord, ScorerResults, ScorerView,
 };
 pub use markdown::{render_summary, MarkdownTable};
+pub use paired::PairedRow;
+pub use paired_output::{paired_markdown, paired_table};
+pub use pairing::{pair_cells, Baseline, CellPairing};
 pub use table::{read_csv, read_parquet, write_csv, write_parquet, Row, Table, Value};
 pub use tables::{build_tables, Tables};
 
@@ -51,7 +71,14 @@ pub const CHARTS_DIR: &str = "charts";
 /// The summary file inside [`REPORT_DIR`].
 pub const SUMMARY_FILE: &str = "summary.md";
 /// Table names; each is written as `<name>.parquet` and `<name>.csv`.
-pub const TABLES: [&str; 4] = ["cells", "groups", "per_prompt", "agreement"];
+pub const TABLES: [&str; 6] = [
+    "cells",
+    "groups",
+    "per_prompt",
+    "agreement",
+    "paired",
+    "audit",
+];
 
 /// What [`write_report`] did.
 #[derive(Debug, Clone)]
@@ -76,6 +103,9 @@ pub fn write_report(dir: &Path) -> Result<ReportOutput> {
     let tables = build_tables(&experiment)?;
     let agreement = scorer_agreement(&experiment)?;
     let agreement_rows = agreement_table(&agreement);
+    let fairness = Fairness::of(&experiment)?;
+    let paired_rows = paired_table(&fairness.paired, &fairness.pairings);
+    let audit_rows = audit_table(&fairness.audits);
     let report_dir = dir.join(REPORT_DIR);
     let charts_dir = report_dir.join(CHARTS_DIR);
     remove_previous_outputs(&report_dir, &charts_dir)?;
@@ -89,6 +119,8 @@ pub fn write_report(dir: &Path) -> Result<ReportOutput> {
         &tables.groups,
         &tables.per_prompt,
         &agreement_rows,
+        &paired_rows,
+        &audit_rows,
     ] {
         let mut df = table.to_dataframe()?;
         if df.height() == 0 {
@@ -98,6 +130,7 @@ pub fn write_report(dir: &Path) -> Result<ReportOutput> {
                 match table.name {
                     "groups" => "no prompt set has groups",
                     "agreement" => "no cell has two scorers",
+                    "paired" => "no cell has a baseline",
                     _ => "no complete cell",
                 }
             ));
@@ -109,11 +142,11 @@ pub fn write_report(dir: &Path) -> Result<ReportOutput> {
         write_csv(&mut df, &csv)?;
         files.extend([parquet, csv]);
     }
-    let charts = write_charts(&experiment, &agreement, &charts_dir)?;
+    let charts = write_charts(&experiment, &agreement, &fairness, &charts_dir)?;
     files.extend(charts.files);
     notes.extend(charts.notes);
 
-    let markdown = render_summary(&experiment, &agreement, &notes);
+    let markdown = render_summary(&experiment, &agreement, &fairness, &notes);
     let summary = report_dir.join(SUMMARY_FILE);
     std::fs::write(&summary, &markdown)
         .with_context(|| format!("{}: cannot write", summary.display()))?;

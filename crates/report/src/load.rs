@@ -41,6 +41,9 @@ pub struct CellOutputs {
     pub metrics: Option<MetricsRecord>,
     /// `None` for cells run before run records existed.
     pub record: Option<RunRecord>,
+    /// Whether the length results were computed by the report from the generations because
+    /// `metrics.json` predates them.
+    pub lengths_computed: bool,
 }
 
 impl CellOutputs {
@@ -271,12 +274,15 @@ fn load_cell(dir: &Path) -> Result<CellOutputs> {
     } else {
         None
     };
-    Ok(CellOutputs {
+    let mut cell = CellOutputs {
         dir: dir.to_path_buf(),
         config,
         metrics,
         record,
-    })
+        lengths_computed: false,
+    };
+    cell.lengths_computed = crate::length::fill_missing(&mut cell)?;
+    Ok(cell)
 }
 
 /// Every sample's score of a complete cell, one list per scorer (in `metrics.json` order), samples

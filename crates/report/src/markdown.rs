@@ -1,12 +1,17 @@
 //! The human summary (`report/summary.md`, also printed by `detox report`): one row per cell ×
-//! scorer with the headline numbers and their counts, then the group gaps, then notes.
+//! scorer with the headline numbers and their counts, length and stopping, the paired differences
+//! against each cell's baseline, the group gaps, the confound audit, scorer agreement, then notes.
 
 use std::collections::BTreeSet;
 
 use metrics::Measured;
 
 use crate::agreement::ScorerAgreement;
+use crate::audit::audit_markdown;
+use crate::fairness::Fairness;
+use crate::length::{length_markdown, LENGTH_SECTION};
 use crate::load::{format_strength, Experiment};
+use crate::paired_output::paired_markdown;
 use crate::tables::comparison_symbol;
 
 /// A Markdown table: header and rows of already formatted text.
@@ -243,6 +248,7 @@ pub fn gap_table(experiment: &Experiment) -> MarkdownTable {
 pub fn render_summary(
     experiment: &Experiment,
     agreement: &[ScorerAgreement],
+    fairness: &Fairness<'_>,
     notes: &[String],
 ) -> String {
     let complete = experiment.complete().count();
@@ -296,12 +302,28 @@ pub fn render_summary(
              toxicity counts.\n\n"
         );
         out += &summary_table(experiment).render();
+        out += LENGTH_SECTION;
+        out += &length_markdown(experiment).render();
+        let computed: Vec<&str> = experiment
+            .complete()
+            .filter(|c| c.lengths_computed)
+            .map(|c| c.id())
+            .collect();
+        if !computed.is_empty() {
+            out += &format!(
+                "\nLength results of {} cells were computed from their generations: their \
+                 metrics.json predates them.\n",
+                computed.len()
+            );
+        }
+        out += &paired_markdown(&fairness.paired, &fairness.pairings);
         let gaps = gap_table(experiment);
         if !gaps.rows.is_empty() {
             out += "\n## Groups: toxic rate per group and the largest gap\n\n";
             out += &gaps.render();
         }
     }
+    out += &audit_markdown(&fairness.audits);
     if !agreement.is_empty() {
         out += "\n## Scorer agreement\n\n\
                 Over the samples both scorers scored: Pearson r and Spearman ρ of the scores, the \

@@ -2,7 +2,9 @@
 //!
 //! - `cells`: one row per cell × scorer (an incomplete cell, or one evaluated without scorers,
 //!   gets one row with the scorer's columns null): the cell's settings, every toxicity metric of
-//!   the scorer, perplexity and dist-n, each with its interval and counts, and the run record.
+//!   the scorer, perplexity and dist-n, each with its interval and counts, length and stopping
+//!   (all samples, `length_*`; the scorer's scored samples, `scored_length_*`), toxicity over the
+//!   samples at the length limit (`full_length_*`), and the run record.
 //! - `groups`: one row per cell × scorer × group (BOLD group, AttaQ category, ToxiGen group) with
 //!   the group's metrics and the cell's largest toxic-rate gap repeated on each row.
 //! - `per_prompt`: one row per cell × scorer × prompt, built from the generations and score files.
@@ -10,6 +12,7 @@
 use anyhow::Result;
 use serde_json::Value as Json;
 
+use crate::length::length_columns;
 use crate::load::{per_prompt_toxicity, CellOutputs, Experiment, ScorerResults};
 use crate::table::{Row, Table};
 
@@ -81,7 +84,8 @@ fn identity_columns(row: &mut Row, cell: &CellOutputs) {
         .str("method_setting", cell.method_setting())
         .str("params", compact_json(&c.method.params))
         .str("prompt_set", &c.prompts.name)
-        .u64("seed", Some(c.seed));
+        .u64("seed", Some(c.seed))
+        .opt_str("baseline", c.method.baseline.clone());
 }
 
 /// `>=` or `>`, as policies spell the comparison.
@@ -109,6 +113,7 @@ fn cells_row(cell: &CellOutputs, scorer: Option<(&String, &ScorerResults)>) -> R
         .or(c.policy.as_ref());
     row.u64("samples_per_prompt", g.and_then(|g| g.samples_per_prompt))
         .u64("max_new_tokens", g.and_then(|g| g.max_new_tokens))
+        .u64("min_new_tokens", g.and_then(|g| g.min_new_tokens))
         .f64("temperature", g.and_then(|g| g.temperature))
         .f64("top_p", g.and_then(|g| g.top_p))
         .u64("top_k", g.and_then(|g| g.top_k))
@@ -134,6 +139,22 @@ fn cells_row(cell: &CellOutputs, scorer: Option<(&String, &ScorerResults)>) -> R
             summary.map(|s| &s.toxic_sample_fraction),
         )
         .measured("mean_toxicity", summary.map(|s| &s.mean_toxicity));
+    // Length over all samples, then over this scorer's scored samples, then toxicity over the
+    // samples that reached the length limit.
+    let results = cell.metrics.as_ref().map(|m| &m.results);
+    length_columns(&mut row, "length_", results.and_then(|r| r.length.as_ref()));
+    length_columns(
+        &mut row,
+        "scored_length_",
+        scorer.and_then(|(_, s)| s.length.as_ref()),
+    );
+    let full = scorer.and_then(|(_, s)| s.full_length.as_ref());
+    row.measured(
+        "full_length_toxic_sample_fraction",
+        full.map(|f| &f.toxic_sample_fraction),
+    )
+    .measured("full_length_mean_toxicity", full.map(|f| &f.mean_toxicity))
+    .bool("length_from_generations", Some(cell.lengths_computed));
 
     let results = cell.metrics.as_ref().map(|m| &m.results);
     row.measured("ppl", results.and_then(|r| r.perplexity.as_ref()))

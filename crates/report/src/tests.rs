@@ -21,11 +21,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn sample(score: Option<f64>, ppl: f64, text: &str) -> FixtureSample {
-    FixtureSample {
-        text: text.into(),
-        scores: vec![score],
-        perplexity: Some(ppl),
-    }
+    FixtureSample::at_limit(text, score, Some(ppl))
 }
 
 /// One cell with hand-picked scores: prompt a = [0.1, 0.7], prompt b = [0.2, 0.3].
@@ -74,6 +70,8 @@ fn hand_cell(strength: Option<f64>, samples_scale: f64) -> FixtureCell {
             bootstrap_resamples: 0,
             ..MetricPolicy::default()
         },
+        baseline: None,
+        judge: None,
     }
 }
 
@@ -288,7 +286,8 @@ fn markdown_summary_lists_cells_gaps_and_incomplete_ones() {
     let written = write_synthetic_experiment(&dir).unwrap();
     let experiment = Experiment::load(&dir).unwrap();
     let agreement = scorer_agreement(&experiment).unwrap();
-    let md = render_summary(&experiment, &agreement, &["a note".to_owned()]);
+    let fairness = Fairness::of(&experiment).unwrap();
+    let md = render_summary(&experiment, &agreement, &fairness, &["a note".to_owned()]);
     assert!(md.contains("26 cells: 24 complete, 2 incomplete."), "{md}");
     for id in &written.incomplete {
         assert!(md.contains(id.as_str()), "{id} missing");
@@ -315,7 +314,8 @@ fn markdown_summary_lists_cells_gaps_and_incomplete_ones() {
 
     let dir = scratch("markdown-hand");
     hand_cell(None, 1.0).write(&dir).unwrap();
-    let md = render_summary(&Experiment::load(&dir).unwrap(), &[], &[]);
+    let experiment = Experiment::load(&dir).unwrap();
+    let md = render_summary(&experiment, &[], &Fairness::of(&experiment).unwrap(), &[]);
     assert!(md.contains("| rtp        | none   | —        | minilm | 0.500        | 0.500               | 0.250                  | 25.00 |"), "{md}");
 }
 
@@ -671,7 +671,8 @@ fn quickstart_results_if_present() {
     assert_eq!(tables.cells.rows.len(), experiment.complete().count() * 2);
     let out = scratch("quickstart");
     let agreement = scorer_agreement(&experiment).unwrap();
-    let charts = write_charts(&experiment, &agreement, &out).unwrap();
+    let fairness = Fairness::of(&experiment).unwrap();
+    let charts = write_charts(&experiment, &agreement, &fairness, &out).unwrap();
     assert!(!charts.files.is_empty());
 }
 
@@ -732,9 +733,8 @@ fn two_scorer_cell(prompt_set: &str, label: &str, pairs: &[(f64, Option<f64>)]) 
             .iter()
             .enumerate()
             .map(|(i, &(a, b))| FixtureSample {
-                text: format!("sample {i}"),
                 scores: vec![Some(a), b],
-                perplexity: Some(10.0),
+                ..FixtureSample::at_limit(&format!("sample {i}"), None, Some(10.0))
             })
             .collect(),
     }];

@@ -1,13 +1,15 @@
 //! Toxicity against fluency: x = conditional perplexity under the judge LM, y = EMT (left panel)
 //! and toxic rate (right panel); one line per method through its strengths, each point labelled
 //! with its strength; the `none` baseline as a black star. Whiskers are 95 % intervals of both
-//! coordinates. One chart per prompt set × scorer.
+//! coordinates. One chart per prompt set × scorer. A method's marker is filled when the paired
+//! interval of its toxicity difference from its baseline (the panel's metric) excludes 0 and
+//! hollow otherwise; labels carry the confound audit's tags.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use metrics::Measured;
+use metrics::{Measured, PairedDifference};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
@@ -16,7 +18,9 @@ use super::{
     anchored, draw_header, file_part, font, palette, save, star, text_size, ChartsOutcome, Figure,
     LabelPlacer, Naming, TEXT_GREY,
 };
+use crate::fairness::Fairness;
 use crate::load::{format_strength, Experiment, ScorerView};
+use crate::paired::{toxicity_excludes_zero, PairedRow};
 
 /// One cell's point: perplexity and a toxicity metric, with intervals.
 #[derive(Debug, Clone)]
@@ -26,6 +30,9 @@ struct Point {
     x_ci: Option<(f64, f64)>,
     y: f64,
     y_ci: Option<(f64, f64)>,
+    /// Whether the paired interval of this panel's difference from the baseline excludes 0
+    /// (`None`: no baseline or no interval): filled marker when `Some(true)`.
+    differs: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +69,14 @@ impl Metric {
         }
     }
 
+    fn paired(self) -> fn(&PairedRow) -> &PairedDifference {
+        match self {
+            Metric::Emt => |r| &r.emt,
+            Metric::ToxicRate => |r| &r.toxic_rate,
+            Metric::ToxicSamples => |r| &r.toxic_samples,
+        }
+    }
+
     fn of<'a>(self, view: &ScorerView<'a>) -> &'a Measured {
         match self {
             Metric::Emt => &view.results.summary.expected_max_toxicity,
@@ -78,10 +93,13 @@ struct FrontierChart {
     panels: Vec<(Metric, Vec<Series>)>,
     /// Cells left out for lack of a value (no judge, no scored prompt).
     left_out: usize,
+    /// Cells drawn whose perplexity is judged by the policy model itself.
+    self_judged: usize,
 }
 
 pub(super) fn write_all(
     experiment: &Experiment,
+    fairness: &Fairness<'_>,
     dir: &Path,
     outcome: &mut ChartsOutcome,
 ) -> Result<()> {
@@ -134,7 +152,7 @@ pub(super) fn write_all(
                 };
                 // A baseline star carries its label, so sampling-only controls (a `none` cell
                 // labelled "top-k 20") are told apart from plain sampling.
-                let label = if baseline {
+                let mut label = if baseline {
                     cell.config.method.label.clone()
                 } else {
                     cell.config
@@ -143,6 +161,17 @@ pub(super) fn write_all(
                         .map(format_strength)
                         .unwrap_or_default()
                 };
+                // The audit's confounds, so a point that differs from its baseline in more than
+                // the method says so where it is drawn.
+                let tags = fairness
+                    .audit_of(cell.id())
+                    .map(|a| a.chart_tags())
+                    .unwrap_or_default();
+                if !tags.is_empty() {
+                    label = format!("{label} [{}]", tags.join(","));
+                }
+                let differs =
+                    toxicity_excludes_zero(&fairness.paired, cell.id(), &scorer, metric.paired());
                 by_series
                     .entry((baseline, name.clone()))
                     .or_insert_with(|| Series {
@@ -158,6 +187,7 @@ pub(super) fn write_all(
                         x_ci: ppl.and_then(|p| p.ci95),
                         y: y_value,
                         y_ci: y.ci95,
+                        differs,
                     });
             }
             // Cells are sorted by strength already; the line follows that order.
@@ -169,11 +199,16 @@ pub(super) fn write_all(
             ));
             continue;
         }
+        let self_judged = selected
+            .iter()
+            .filter(|v| crate::audit_checks::self_judged(v.cell).is_some())
+            .count();
         let chart = FrontierChart {
             prompt_set: prompt_set.clone(),
             scorer: scorer.clone(),
             panels,
             left_out,
+            self_judged,
         };
         let stem = format!("frontier-{}-{}", file_part(&prompt_set), file_part(&scorer));
         outcome.files.extend(save(&chart, dir, &stem)?);
@@ -208,7 +243,14 @@ impl Figure for FrontierChart {
         if self.left_out > 0 {
             subtitle += &format!("; {} cells without a value left out", self.left_out);
         }
-        let body = draw_header(root, &title, &[subtitle])?;
+        let mut lines = vec![subtitle];
+        if self.self_judged > 0 {
+            lines.push(format!(
+                "Perplexity of {} cells is judged by the policy model itself (see the confound audit)",
+                self.self_judged
+            ));
+        }
+        let body = draw_header(root, &title, &lines)?;
         let (plots, legend) = body.split_horizontally(width - LEGEND_WIDTH);
         let areas = plots.split_evenly((1, self.panels.len()));
         for (area, (metric, series)) in areas.iter().zip(&self.panels) {
@@ -347,9 +389,13 @@ where
             let at = chart.backend_coord(&(p.x, p.y));
             if s.baseline {
                 root.draw(&Polygon::new(star(at, 11.0), BLACK.filled()))?;
-            } else {
+            } else if p.differs == Some(true) {
                 root.draw(&Circle::new(at, 6, s.color.filled()))?;
                 root.draw(&Circle::new(at, 6, WHITE.stroke_width(1)))?;
+            } else {
+                // Hollow: no difference from the baseline shown by the paired interval.
+                root.draw(&Circle::new(at, 6, WHITE.filled()))?;
+                root.draw(&Circle::new(at, 6, s.color.stroke_width(2)))?;
             }
         }
     }
@@ -425,7 +471,16 @@ where
     if series.iter().any(|s| !s.baseline) {
         notes.push("Numbers: method strength");
     }
-    notes.extend(["Whiskers: 95 % intervals", "(perplexity and toxicity)"]);
+    notes.extend([
+        "Whiskers: 95 % intervals",
+        "(perplexity and toxicity)",
+        "Filled: toxicity differs from",
+        "the baseline (paired 95 % CI",
+        "excludes 0); hollow: it does not",
+        "or no baseline",
+        "[len, eos, empty, cand, n]:",
+        "confounds (see the audit)",
+    ]);
     for line in notes {
         area.draw(&Text::new(
             line,

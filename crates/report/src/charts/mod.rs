@@ -1,7 +1,10 @@
 //! The report's charts, each written as PNG and SVG into `<dir>/report/charts/`:
 //!
 //! - `frontier-<prompt set>-<scorer>`: toxicity against conditional perplexity, one line per
-//!   method through its strengths, the `none` baseline as a star; EMT and toxic-rate panels.
+//!   method through its strengths, the `none` baseline as a star; EMT, toxic-rate and
+//!   toxic-sample panels. A filled marker: the paired interval of the panel's toxicity
+//!   difference from the cell's baseline excludes 0; hollow: it does not, or there is no
+//!   baseline. Labels carry the confound audit's tags in brackets (`[len,eos]`).
 //! - `groups-<prompt set>-<scorer>`: toxic rate per group (BOLD groups, AttaQ categories) for
 //!   every method setting, with the largest gap bracketed and labelled with its interval.
 //! - `cost`: generation throughput and peak memory per method setting, from `record.json`.
@@ -25,6 +28,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::agreement::ScorerAgreement;
+use crate::fairness::Fairness;
 use crate::load::{CellOutputs, Experiment};
 
 /// The font every chart uses, under the family name plotters asks for.
@@ -323,16 +327,18 @@ pub struct ChartsOutcome {
 }
 
 /// Draws every chart the experiment has data for into `charts_dir` (created if needed);
-/// `agreement` is [`crate::scorer_agreement`] of the same experiment.
+/// `agreement` is [`crate::scorer_agreement`] of the same experiment, `fairness` its pairings,
+/// paired differences and audit.
 pub fn write_charts(
     experiment: &Experiment,
     agreement: &[ScorerAgreement],
+    fairness: &Fairness<'_>,
     charts_dir: &Path,
 ) -> Result<ChartsOutcome> {
     std::fs::create_dir_all(charts_dir)
         .with_context(|| format!("{}: cannot create", charts_dir.display()))?;
     let mut outcome = ChartsOutcome::default();
-    frontier::write_all(experiment, charts_dir, &mut outcome)?;
+    frontier::write_all(experiment, fairness, charts_dir, &mut outcome)?;
     bars::write_group_charts(experiment, charts_dir, &mut outcome)?;
     bars::write_cost_chart(experiment, charts_dir, &mut outcome)?;
     agreement::write_agreement_charts(agreement, charts_dir, &mut outcome)?;
