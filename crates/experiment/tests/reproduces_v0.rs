@@ -58,7 +58,7 @@ fn the_library_reproduces_the_binary_before_it() {
     std::fs::write(dir.join("prompts.jsonl"), prompts).unwrap();
     let spec_text = format!(
         "name: v0-cells\noutput: out\nmodels:\n  - {{ name: tiny, path: {}, format: hf }}\n\
-         methods:\n  - name: none\n  - {{ name: word_filter, params: {{ mode: both, max_retries: 2 }} }}\n\
+         methods:\n  - name: none\n  - {{ name: word_filter, label: word_filter, params: {{ mode: both, max_retries: 2, text_rule: true }} }}\n\
          prompts:\n  - {{ name: rtp, kind: user, path: prompts.jsonl }}\n\
          generation: {{ samples_per_prompt: 3, max_new_tokens: 6, batch_size: 8, seed: 0, device: cpu }}\n\
          scorers: [profanity, minilm]\njudge: same\n",

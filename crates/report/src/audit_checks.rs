@@ -145,8 +145,8 @@ fn scored_counts(cell: &CellOutputs, base: &CellOutputs) -> Vec<AuditItem> {
     items
 }
 
-/// Method parameters that restrict the candidates a token is drawn from: RAD's `top_k`, SASA's
-/// `max_candidates` when > 0 (0 means all), for every step of a stack.
+/// Method parameters that restrict or partly re-weight the candidates a token is drawn from:
+/// RAD's `top_k`, SASA's `max_candidates` when > 0 (unset means all), for every step of a stack.
 pub(crate) fn method_truncation(cell: &CellOutputs) -> Vec<AuditItem> {
     let m = &cell.config.method;
     let steps: Vec<(&str, &std::collections::BTreeMap<String, Json>)> = if m.steps.is_empty() {
@@ -172,15 +172,26 @@ pub(crate) fn method_truncation(cell: &CellOutputs) -> Vec<AuditItem> {
             _ => None,
         };
         if let Some((param, n)) = truncating {
+            // SASA's cap leaves the unscored tail drawable (the candidate set is the sampler's,
+            // only partly re-weighted); RAD's top-k removes everything past it.
+            let detail = if name == "sasa" {
+                format!(
+                    "partly re-weighted candidates: sasa {param} = {n} (only the {n} most likely \
+                     are scored; the rest stay drawable with unchanged logits)"
+                )
+            } else {
+                format!(
+                    "different candidate set: {name} {param} = {n} (the method draws from at most \
+                     {n} candidates)"
+                )
+            };
             items.push(AuditItem {
                 kind: AuditKind::MethodCandidates,
                 scorer: None,
                 value: Some(n),
                 baseline_value: None,
                 tolerance: None,
-                detail: format!(
-                    "different candidate set: {name} {param} = {n} (the method draws from at most {n} candidates)"
-                ),
+                detail,
             });
         }
     }
