@@ -48,6 +48,7 @@ const POSTHOC_SAMPLES_PER_PROMPT: u64 = 8;
 fn settings() -> Settings {
     Settings {
         max_new_tokens: 20,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: None,

@@ -30,6 +30,7 @@ fn load() -> LoadedModel {
 fn settings(batch_size: usize) -> Settings {
     Settings {
         max_new_tokens: 16,
+        min_new_tokens: 0,
         sampling: SamplingParams {
             temperature: 1.0,
             top_k: None,
