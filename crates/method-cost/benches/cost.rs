@@ -400,6 +400,7 @@ fn main() -> Result<()> {
             beta: options.beta,
             margin_transform: MarginTransform::Softmax,
             max_candidates: Some(top_k),
+            eos_bonus: true,
         },
     )?;
     let fusion = load_fusion(&loaded, &options)?;

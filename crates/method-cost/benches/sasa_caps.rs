@@ -314,6 +314,7 @@ fn main() -> Result<()> {
             beta: options.beta,
             margin_transform: MarginTransform::Softmax,
             max_candidates: Some(cap),
+            eos_bonus: true,
         };
         Sasa::load(&subspace, &loaded.dir, params)
     };
