@@ -192,7 +192,7 @@ pub fn audit_markdown(audits: &[CellAudit<'_>]) -> String {
          What differs from each cell's baseline besides the method. Flagged: mean length \
          (tokens) more than {:.0} % apart, end-of-sequence or empty share more than {:.0} \
          percentage points apart, a different candidate set (generation top_p / top_k, or a \
-         method that truncates candidates: RAD top_k, SASA max_candidates > 0), a different \
+         method that truncates or partly re-weights candidates: RAD top_k, SASA max_candidates), a different \
          number of scored or failed samples, perplexity judged by the policy model itself. \
          Chart labels carry the tags in brackets (len, eos, empty, cand, n).\n\n",
         100.0 * LENGTH_TOLERANCE,
