@@ -37,8 +37,8 @@ impl Request {
 pub struct Settings {
     pub max_new_tokens: usize,
     /// End-of-sequence tokens get logit −∞ for the first this-many new tokens, before any method
-    /// sees the logits (Hugging Face's min-new-tokens processor), so every method is held to the
-    /// same length floor. 0: never.
+    /// sees the logits (Hugging Face's min-new-tokens processor), and are kept out of the draw
+    /// again after every method, so every method is held to the same length floor. 0: never.
     pub min_new_tokens: usize,
     pub sampling: SamplingParams,
     pub seed: u64,
