@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tch::{Device, Tensor};
 
-use crate::config::ArchitectureConfig;
+use crate::config::{ArchitectureConfig, HEAD_TENSOR, TIE_KEY};
 use crate::weights::checkpoint_files;
 
 /// Files copied as they are from the source folder when present.
@@ -24,6 +24,10 @@ const CARRIED_FILES: [&str; 4] = [
 /// names and layouts, as [`crate::CausalLm::export_tensors`] gives them) in place of the tensor of
 /// that name, stored in the original tensor's dtype; the tokenizer and generation files are
 /// copied. The folder appears only once complete (written beside it, then renamed).
+///
+/// A replacement head (`lm_head.weight`) for a checkpoint that ties its head to the embedding
+/// unties it: config.json then says `tie_word_embeddings: false` and the head is stored, in the
+/// embedding's dtype, whether or not the checkpoint kept a redundant copy of it.
 pub fn write_folder(
     source: &Path,
     out: &Path,
@@ -63,6 +67,25 @@ pub fn write_folder(
         );
     }
     let _no_grad = tch::no_grad_guard();
+    let unties_head = config.head_tied() && replacements.iter().any(|(n, _)| n == HEAD_TENSOR);
+    if unties_head {
+        config_json[TIE_KEY] = Value::Bool(false);
+        if !tensors.iter().any(|(n, _)| n == HEAD_TENSOR) {
+            // A slot shaped and typed like the embedding, which a tied head equals; the
+            // replacement fills it below.
+            let Some(slot) = tensors
+                .iter()
+                .find(|(n, _)| config.is_token_embedding(n))
+                .map(|(_, t)| t.empty_like())
+            else {
+                bail!(
+                    "{}: no token embedding tensor to untie the head from",
+                    source.display()
+                );
+            };
+            tensors.push((HEAD_TENSOR.to_string(), slot));
+        }
+    }
     for (name, tensor) in replacements {
         let Some(slot) = tensors.iter_mut().find(|(n, _)| *n == name) else {
             bail!(

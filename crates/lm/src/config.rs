@@ -6,6 +6,12 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
+/// The checkpoint name of an untied LM head, in both architectures.
+pub const HEAD_TENSOR: &str = "lm_head.weight";
+
+/// The config.json key saying whether the head is the token embedding.
+pub const TIE_KEY: &str = "tie_word_embeddings";
+
 /// The architectures this crate implements, chosen by `model_type` in `config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ArchitectureConfig {
@@ -69,6 +75,24 @@ impl ArchitectureConfig {
         match self {
             Self::Llama(_) => "num_hidden_layers",
             Self::Gpt2(_) => "n_layer",
+        }
+    }
+
+    /// Whether the LM head is the token embedding (`tie_word_embeddings`, whose default differs
+    /// by architecture: off for Llama, on for GPT-2).
+    pub fn head_tied(&self) -> bool {
+        match self {
+            Self::Llama(c) => c.tie_word_embeddings,
+            Self::Gpt2(c) => c.tie_word_embeddings,
+        }
+    }
+
+    /// Whether `name` is the checkpoint's token embedding table (GPT-2's with or without the
+    /// `transformer.` prefix).
+    pub fn is_token_embedding(&self, name: &str) -> bool {
+        match self {
+            Self::Llama(_) => name == "model.embed_tokens.weight",
+            Self::Gpt2(_) => name.strip_prefix("transformer.").unwrap_or(name) == "wte.weight",
         }
     }
 
@@ -273,6 +297,10 @@ pub struct Gpt2Config {
     pub scale_attn_by_inverse_layer_idx: bool,
     #[serde(default)]
     pub reorder_and_upcast_attn: bool,
+    /// Hugging Face's default for GPT-2 is a head tied to `wte`; a checkpoint written with a
+    /// trained head says `false` and stores `lm_head.weight`.
+    #[serde(default = "default_true")]
+    pub tie_word_embeddings: bool,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<i64>,
 }

@@ -3,11 +3,11 @@
 
 use std::ops::Range;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::cache::{AttentionMask, KvCache};
-use crate::config::Gpt2Config;
+use crate::config::{Gpt2Config, HEAD_TENSOR, TIE_KEY};
 use crate::nn::{attention, merge_heads, split_heads, LayerNorm, Linear};
 use crate::weights::Weights;
 use crate::{check_block_split, check_selection, CausalLm, ModelInfo, TrainableSelection};
@@ -25,8 +25,10 @@ struct Block {
 
 pub struct Gpt2 {
     wte: Tensor,
-    /// Tied to `wte`; a transposed copy in `Linear`'s fast layout.
+    /// Tied to `wte` unless the config says otherwise; either way a transposed copy in
+    /// `Linear`'s fast layout.
     lm_head: Linear,
+    head_tied: bool,
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
@@ -80,14 +82,20 @@ impl Gpt2 {
             });
         }
         let ln_f = LayerNorm::load(w, &format!("{prefix}ln_f"), h, c.layer_norm_epsilon)?;
-        // The head is always tied in GPT-2; a stored copy is redundant.
+        // A tied checkpoint may still store a copy of the head, which is redundant; an untied
+        // one (a trained head, see `TrainableSelection`) stores its own.
+        let head_weight = if c.tie_word_embeddings {
+            wte.shallow_clone()
+        } else {
+            w.take(HEAD_TENSOR, &[c.vocab_size, h]).with_context(|| {
+                format!("{TIE_KEY} is false, so the head must be stored as {HEAD_TENSOR:?}")
+            })?
+        };
         let leftover: Vec<&str> = w
             .remaining()
             .into_iter()
             .filter(|n| {
-                *n != "lm_head.weight"
-                    && !n.ends_with(".attn.bias")
-                    && !n.ends_with(".attn.masked_bias")
+                *n != HEAD_TENSOR && !n.ends_with(".attn.bias") && !n.ends_with(".attn.masked_bias")
             })
             .collect();
         if !leftover.is_empty() {
@@ -101,7 +109,8 @@ impl Gpt2 {
         let device = wte.device();
         let kind = wte.kind();
         Ok(Self {
-            lm_head: Linear::from_weight(&wte, None),
+            lm_head: Linear::from_weight(&head_weight, None),
+            head_tied: c.tie_word_embeddings,
             wte,
             wpe,
             blocks,
@@ -216,25 +225,42 @@ impl CausalLm for Gpt2 {
     }
 
     fn trainable_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
-        // GPT-2 stores every weight in the layout it computes with, so the trainable tensors are
-        // the checkpoint's own.
-        self.named_weights(selection, |t| t.shallow_clone())
+        // GPT-2 stores every weight but the head in the layout it computes with, so the
+        // trainable tensors are the checkpoint's own.
+        let mut out = self.named_weights(selection, |t| t.shallow_clone());
+        if selection.head {
+            // Its own storage even when tied (a transposed copy), so it trains apart from the
+            // embedding: untied from here on.
+            out.push((
+                "lm_head.weight_t".into(),
+                self.lm_head.weight_t.shallow_clone(),
+            ));
+        }
+        out
     }
 
     fn export_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
         let _no_grad = tch::no_grad_guard();
-        self.named_weights(selection, |t| t.copy())
+        let mut out = self.named_weights(selection, |t| t.copy());
+        if selection.head {
+            // Hugging Face's `lm_head` is an `nn.Linear`, `[vocab, hidden]`, not a `Conv1D`.
+            out.push((
+                HEAD_TENSOR.into(),
+                self.lm_head.weight_t.transpose(0, 1).contiguous(),
+            ));
+        }
+        out
     }
 }
 
 impl Gpt2 {
-    /// The selected blocks' and final norm's tensors under their checkpoint names.
+    /// The selected blocks', final norm's and embeddings' tensors under their checkpoint names.
     fn named_weights(
         &self,
         selection: &TrainableSelection,
         take: impl Fn(&Tensor) -> Tensor,
     ) -> Vec<(String, Tensor)> {
-        check_selection(selection, self.blocks.len());
+        check_selection(selection, self.blocks.len(), self.head_tied);
         let prefix = self.prefix;
         let mut out = Vec::new();
         let linear = |out: &mut Vec<(String, Tensor)>, name: String, l: &Linear| {
@@ -259,6 +285,10 @@ impl Gpt2 {
         }
         if selection.final_norm {
             norm(&mut out, format!("{prefix}ln_f"), &self.ln_f);
+        }
+        if selection.embeddings {
+            out.push((format!("{prefix}wte.weight"), take(&self.wte)));
+            out.push((format!("{prefix}wpe.weight"), take(&self.wpe)));
         }
         out
     }

@@ -77,21 +77,36 @@ pub trait CausalLm {
     /// The tensors a trainer updates for `selection`, as handles sharing storage with the model
     /// (so `set_requires_grad` and optimiser steps act on the model itself), named by checkpoint
     /// name where the model stores the checkpoint's layout and by an internal name where it
-    /// stores a fused or transposed form (e.g. Llama's stacked Q/K/V). Embeddings and the LM
-    /// head are never among them: a tied head is a transposed copy of the embedding here, so
-    /// training either would silently untie them.
+    /// stores a fused or transposed form (e.g. Llama's stacked Q/K/V, the head's `[in, out]`
+    /// copy). A tied head is a transposed copy of the embedding here, so training the head
+    /// unties it; see [`TrainableSelection`] for what that asks of the selection.
+    ///
+    /// Panics on a selection outside the model, or one that trains the embeddings of a tied
+    /// model without its head (callers build selections from validated options).
     fn trainable_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)>;
 
     /// Copies of the `selection`'s weights under their Hugging Face names and layouts, as a
-    /// checkpoint stores them: what [`LoadedModel::load_with`] reads back as overrides.
+    /// checkpoint stores them: what [`LoadedModel::load_with`] reads back as overrides, and
+    /// what [`checkpoint::write_folder`] stores. A trained head is `lm_head.weight` even when
+    /// the checkpoint ties it, which only `write_folder` can add (it unties the config).
     fn export_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)>;
 }
 
-/// Which of a model's tensors are trained: some blocks, and perhaps the final norm.
+/// Which of a model's tensors are trained: some blocks, perhaps the final norm, and perhaps the
+/// input embeddings and the LM head (all of them together is full fine-tuning).
+///
+/// Training the head of a tied model unties it: the head becomes its own parameter, starting
+/// from the embedding, and a folder written from it says `tie_word_embeddings: false`. Training
+/// the embeddings of a tied model without its head is refused, because the frozen head would
+/// then be the old embedding: untied too, but silently.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrainableSelection {
     pub blocks: std::ops::Range<usize>,
     pub final_norm: bool,
+    /// The token embedding table (and GPT-2's learned position embeddings).
+    pub embeddings: bool,
+    /// The LM head, untied from the embedding when the model ties them.
+    pub head: bool,
 }
 
 impl TrainableSelection {
@@ -100,6 +115,19 @@ impl TrainableSelection {
         Self {
             blocks: num_layers.saturating_sub(blocks)..num_layers,
             final_norm: true,
+            embeddings: false,
+            head: false,
+        }
+    }
+
+    /// Every tensor of a model with `num_layers` blocks: blocks, final norm, embeddings and
+    /// (untied) head.
+    pub fn everything(num_layers: usize) -> Self {
+        Self {
+            blocks: 0..num_layers,
+            final_norm: true,
+            embeddings: true,
+            head: true,
         }
     }
 }
@@ -113,11 +141,17 @@ pub(crate) fn check_block_split(split: usize, num_layers: usize) {
     );
 }
 
-pub(crate) fn check_selection(selection: &TrainableSelection, num_layers: usize) {
+/// Panics unless `selection` fits a model with `num_layers` blocks whose head is tied to its
+/// embedding when `head_tied` (see [`TrainableSelection`]).
+pub(crate) fn check_selection(selection: &TrainableSelection, num_layers: usize, head_tied: bool) {
     assert!(
         selection.blocks.start <= selection.blocks.end && selection.blocks.end <= num_layers,
         "blocks {:?} are not inside the model's {num_layers} blocks",
         selection.blocks
+    );
+    assert!(
+        !(head_tied && selection.embeddings && !selection.head),
+        "training the embeddings of a model whose head is tied to them needs the head trained too"
     );
 }
 

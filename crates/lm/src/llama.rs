@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use crate::cache::{AttentionMask, KvCache};
-use crate::config::{LlamaConfig, RopeScaling};
+use crate::config::{LlamaConfig, RopeScaling, HEAD_TENSOR};
 use crate::nn::{attention, merge_heads, Linear, RmsNorm};
 use crate::weights::Weights;
 use crate::{check_block_split, check_selection, CausalLm, ModelInfo, TrainableSelection};
@@ -172,6 +172,8 @@ pub struct Llama {
     layers: Vec<Block>,
     norm: RmsNorm,
     lm_head: Linear,
+    /// Whether the checkpoint ties the head to the embedding (the head is a copy of it then).
+    head_tied: bool,
     rotary: Rotary,
     info: ModelInfo,
 }
@@ -240,6 +242,7 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            head_tied: c.tie_word_embeddings,
             rotary: Rotary {
                 inv_freq: Tensor::from_slice(&inv_freq).to_device(device),
             },
@@ -343,7 +346,7 @@ impl CausalLm for Llama {
     }
 
     fn trainable_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
-        check_selection(selection, self.layers.len());
+        check_selection(selection, self.layers.len(), self.head_tied);
         let mut out = Vec::new();
         for i in selection.blocks.clone() {
             let b = &self.layers[i];
@@ -381,11 +384,25 @@ impl CausalLm for Llama {
         if selection.final_norm {
             out.push(("model.norm.weight".into(), self.norm.weight.shallow_clone()));
         }
+        if selection.embeddings {
+            out.push((
+                "model.embed_tokens.weight".into(),
+                self.embed_tokens.shallow_clone(),
+            ));
+        }
+        if selection.head {
+            // Its own storage even when tied (a transposed copy), so it trains apart from the
+            // embedding: untied from here on.
+            out.push((
+                "lm_head.weight_t".into(),
+                self.lm_head.weight_t.shallow_clone(),
+            ));
+        }
         out
     }
 
     fn export_tensors(&self, selection: &TrainableSelection) -> Vec<(String, Tensor)> {
-        check_selection(selection, self.layers.len());
+        check_selection(selection, self.layers.len(), self.head_tied);
         let _no_grad = tch::no_grad_guard();
         // Back to Hugging Face's `[out, in]` weights, one per projection.
         let weight = |t: &Tensor, from: i64, width: i64| {
@@ -439,6 +456,15 @@ impl CausalLm for Llama {
         }
         if selection.final_norm {
             out.push(("model.norm.weight".into(), self.norm.weight.copy()));
+        }
+        if selection.embeddings {
+            out.push(("model.embed_tokens.weight".into(), self.embed_tokens.copy()));
+        }
+        if selection.head {
+            out.push((
+                HEAD_TENSOR.into(),
+                weight(&self.lm_head.weight_t, 0, self.info.vocab_size),
+            ));
         }
         out
     }

@@ -180,6 +180,8 @@ impl RewardHead {
             let selection = TrainableSelection {
                 blocks: trained.first_block..self.layers,
                 final_norm: true,
+                embeddings: false,
+                head: false,
             };
             let blocks = Self::blocks_path(path);
             if let Some(dir) = blocks.parent() {
