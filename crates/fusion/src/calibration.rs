@@ -1,9 +1,10 @@
 //! The calibration model: a base LM cut to its embeddings, first L blocks, final norm and head,
 //! then fine-tuned with next-token loss on non-toxic text, so its next-token distribution leans
-//! towards what non-toxic text continues with. Only the blocks and the final norm are trained;
-//! the embeddings and the (tied) head stay the base's, which keeps the model in the base's token
-//! space and its file small to describe. Written as an ordinary Hugging Face folder, with a
-//! `calibration.json` record of how it was made.
+//! towards what non-toxic text continues with. By default only the blocks and the final norm are
+//! trained: the embeddings and the (tied) head stay the base's, which keeps the model in the
+//! base's token space. [`CalibrationTrainable::All`] trains every parameter, as the paper's
+//! released code does; a tied head is then untied. Written as an ordinary Hugging Face folder,
+//! with a `calibration.json` record of how it was made.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,41 @@ pub struct TrainingText {
     pub completion: String,
 }
 
+/// Which of the cut model's parameters train.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibrationTrainable {
+    /// The kept blocks and the final norm; embeddings and head stay the base's.
+    #[default]
+    Blocks,
+    /// Every parameter: blocks, final norm, embeddings and the head, untied from the embedding
+    /// when the base ties them (the paper's code fine-tunes the whole model).
+    All,
+}
+
+impl CalibrationTrainable {
+    /// The name records and the `--train` flag use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Blocks => "blocks",
+            Self::All => "all",
+        }
+    }
+
+    /// The selection of a model cut to `layers` blocks.
+    pub fn selection(self, layers: usize) -> TrainableSelection {
+        match self {
+            Self::Blocks => TrainableSelection {
+                blocks: 0..layers,
+                final_norm: true,
+                embeddings: false,
+                head: false,
+            },
+            Self::All => TrainableSelection::everything(layers),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalibrationOptions {
@@ -28,13 +64,16 @@ pub struct CalibrationOptions {
     pub layers: usize,
     pub epochs: usize,
     pub learning_rate: f64,
-    /// AdamW weight decay on the blocks' weight matrices (not the norms).
+    /// AdamW weight decay on the trained weight matrices (not the norms).
     pub weight_decay: f64,
     pub batch_size: usize,
     /// Texts are cut to this many tokens (prompt and completion together).
     pub max_tokens: usize,
     /// Seeds the batch order of each epoch.
     pub seed: u64,
+    /// What trained; records written before the option existed trained the blocks.
+    #[serde(default)]
+    pub train: CalibrationTrainable,
 }
 
 impl CalibrationOptions {
@@ -175,16 +214,15 @@ pub fn train_calibration(
     };
     let before = held_out_perplexity(model, &held_encoded, options.batch_size);
     log(&format!(
-        "first {} of {base_layers} blocks of {}: held-out perplexity before training {}",
+        "first {} of {base_layers} blocks of {} (training {}): held-out perplexity before \
+         training {}",
         options.layers,
         base_dir.display(),
+        options.train.name(),
         before.map_or("n/a".into(), |p| format!("{p:.2}"))
     ));
 
-    let selection = TrainableSelection {
-        blocks: 0..options.layers,
-        final_norm: true,
-    };
+    let selection = options.train.selection(options.layers);
     let train_batches = batches(&train_encoded, options.batch_size, info.device);
     let train_tokens: usize = train_encoded.iter().map(Sequence::counted).sum();
     // Dropped once training ends, whatever happens: the model is frozen again.
@@ -264,4 +302,37 @@ pub fn train_calibration(
     std::fs::write(&record_path, serde_json::to_string_pretty(&record)? + "\n")
         .with_context(|| format!("{}: cannot write", record_path.display()))?;
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_recorded_before_the_train_choice_read_as_blocks() {
+        let old = r#"{"layers":3,"epochs":1,"learning_rate":0.0001,"weight_decay":0.01,
+            "batch_size":16,"max_tokens":64,"seed":0}"#;
+        let options: CalibrationOptions = serde_json::from_str(old).unwrap();
+        assert_eq!(options.train, CalibrationTrainable::Blocks);
+
+        let all = CalibrationOptions {
+            train: CalibrationTrainable::All,
+            ..options
+        };
+        let text = serde_json::to_string(&all).unwrap();
+        assert!(text.contains(r#""train":"all""#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<CalibrationOptions>(&text).unwrap(),
+            all
+        );
+    }
+
+    #[test]
+    fn each_choice_selects_what_it_names() {
+        let blocks = CalibrationTrainable::Blocks.selection(3);
+        assert_eq!(blocks.blocks, 0..3);
+        assert!(blocks.final_norm && !blocks.embeddings && !blocks.head);
+        let all = CalibrationTrainable::All.selection(3);
+        assert_eq!(all, TrainableSelection::everything(3));
+    }
 }

@@ -19,7 +19,8 @@ pub mod steering;
 pub use align::train_align;
 pub use align::{AlignMap, AlignOn, AlignOptions, AlignRecord};
 pub use calibration::{
-    default_calibration_dir, train_calibration, CalibrationOptions, CalibrationRecord, TrainingText,
+    default_calibration_dir, train_calibration, CalibrationOptions, CalibrationRecord,
+    CalibrationTrainable, TrainingText,
 };
 pub use registration::{CalibrationFusionMethod, DExpertsMethod};
 pub use steering::{fused_logits, CalibrationFusion, DExperts, DExpertsParams, FusionParams};

@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use decode::{generate_all, Follower, Request, SamplingParams, Settings, Steering};
 use fusion::{
     fused_logits, train_align, train_calibration, AlignMap, AlignOn, AlignOptions,
-    CalibrationFusion, CalibrationOptions, DExperts, DExpertsParams, FusionParams, TrainingText,
+    CalibrationFusion, CalibrationOptions, CalibrationTrainable, DExperts, DExpertsParams,
+    FusionParams, TrainingText,
 };
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use tch::{Kind, Tensor};
@@ -55,6 +56,7 @@ fn calibration() -> &'static (PathBuf, PathBuf) {
             batch_size: 4,
             max_tokens: 32,
             seed: 0,
+            train: CalibrationTrainable::Blocks,
         };
         let record = train_calibration(
             &fixture("tiny-llama"),
@@ -348,6 +350,7 @@ fn an_existing_output_folder_is_refused_before_training() {
         batch_size: 4,
         max_tokens: 32,
         seed: 0,
+        train: CalibrationTrainable::Blocks,
     };
     let error = train_calibration(
         &fixture("tiny-llama"),
@@ -364,4 +367,71 @@ fn an_existing_output_folder_is_refused_before_training() {
     .map(|e| format!("{e:#}"))
     .expect("refused");
     assert!(error.contains("already exists"), "{error}");
+}
+
+#[test]
+fn a_calibration_model_training_every_parameter_unties_its_head_and_says_so() {
+    let root = test_support::scratch_dir("fusion-calibration-all");
+    let out = root.join("calibration");
+    let options = CalibrationOptions {
+        layers: 1,
+        epochs: 2,
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        batch_size: 4,
+        max_tokens: 32,
+        seed: 0,
+        train: CalibrationTrainable::All,
+    };
+    let record = train_calibration(
+        &fixture("tiny-llama"),
+        DeviceChoice::Cpu,
+        &texts(16),
+        &texts(8),
+        &options,
+        "test".into(),
+        "made-up sentences".into(),
+        &out,
+        |_| {},
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let (before, after) = (
+        record.held_out_perplexity_before.unwrap(),
+        record.held_out_perplexity_after.unwrap(),
+    );
+    assert!(after < before, "{before} -> {after}");
+
+    let written: fusion::CalibrationRecord = serde_json::from_str(
+        &std::fs::read_to_string(out.join(fusion::calibration::RECORD_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written.options.train, CalibrationTrainable::All);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["tie_word_embeddings"], serde_json::json!(false));
+    assert_eq!(config["num_hidden_layers"], 1);
+
+    // The trained head and embedding both left the base's (tied) embedding, apart.
+    let stored: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(out.join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let base: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(fixture("tiny-llama").join("model.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
+    let base_embedding = &base["model.embed_tokens.weight"];
+    let (embedding, head) = (
+        &stored["model.embed_tokens.weight"],
+        &stored["lm_head.weight"],
+    );
+    assert!(!embedding.allclose(base_embedding, 1e-6, 1e-6, false));
+    assert!(!head.allclose(base_embedding, 1e-6, 1e-6, false));
+    assert!(!head.allclose(embedding, 1e-6, 1e-6, false));
+
+    let cal = load(&out);
+    assert_eq!(cal.model.info().num_layers, 1);
+    std::fs::remove_dir_all(&root).unwrap();
 }
