@@ -6,10 +6,20 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use fusion::{AlignMap, AlignOn, AlignOptions, CalibrationOptions, TrainingText};
+use fusion::{
+    AlignMap, AlignOn, AlignOptions, CalibrationOptions, CalibrationTrainable, TrainingText,
+};
 
 use crate::labelled::SourceArgs;
 use crate::ModelArgs;
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum CalibrationTrainArg {
+    /// The kept blocks and the final norm; embeddings and head stay the base's.
+    Blocks,
+    /// Every parameter, embeddings and head too (a tied head is untied), as the paper's code.
+    All,
+}
 
 #[derive(Args, Debug)]
 #[command(mut_arg("model", |a| a.long("base").visible_alias("model").value_name("DIR")))]
@@ -26,6 +36,9 @@ pub struct TrainCalibrationArgs {
     /// Blocks of the base kept.
     #[arg(long, default_value_t = 3)]
     pub layers: usize,
+    /// Which parameters train.
+    #[arg(long, value_enum, default_value = "blocks")]
+    pub train: CalibrationTrainArg,
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
     #[arg(long, default_value_t = 1e-4)]
@@ -62,6 +75,10 @@ pub fn run_calibration(args: &TrainCalibrationArgs) -> Result<()> {
         batch_size: args.batch_size,
         max_tokens: args.max_tokens,
         seed: args.sources.seed,
+        train: match args.train {
+            CalibrationTrainArg::Blocks => CalibrationTrainable::Blocks,
+            CalibrationTrainArg::All => CalibrationTrainable::All,
+        },
     };
     // Before any data is read.
     options.validate(lm::ArchitectureConfig::from_file(&base.join("config.json"))?.num_layers())?;
@@ -100,6 +117,9 @@ pub fn run_calibration(args: &TrainCalibrationArgs) -> Result<()> {
     }
     if args.toxic {
         procedure.push_str(" --toxic");
+    }
+    if options.train != CalibrationTrainable::Blocks {
+        procedure.push_str(&format!(" --train {}", options.train.name()));
     }
     let data = format!(
         "the {kind} texts of {} ({} train, {} held out; per-label cap {:?}, seed {})",

@@ -20,6 +20,8 @@ fn calibration_models_and_map_train_and_decode_from_a_spec() {
     let model = model.to_str().unwrap();
     let dir = scratch("train-fusion", "all");
     let (expert, anti) = (dir.join("expert"), dir.join("anti"));
+    // The anti-expert trains every parameter (`--train all`), so decoding also meets an untied
+    // calibration model.
     let calibration = |out: &Path, toxic: bool| {
         let mut args = vec![
             "train",
@@ -40,7 +42,7 @@ fn calibration_models_and_map_train_and_decode_from_a_spec() {
             out.to_str().unwrap(),
         ];
         if toxic {
-            args.push("--toxic");
+            args.extend(["--toxic", "--train", "all"]);
         }
         detox(&dir, &args)
     };
@@ -50,6 +52,7 @@ fn calibration_models_and_map_train_and_decode_from_a_spec() {
         serde_json::from_str(&std::fs::read_to_string(expert.join("calibration.json")).unwrap())
             .unwrap();
     assert_eq!(record.options.layers, 1);
+    assert_eq!(record.options.train, fusion::CalibrationTrainable::Blocks);
     assert!(record.data.contains("non-toxic"), "{}", record.data);
     let (before, after) = (
         record.held_out_perplexity_before.unwrap(),
@@ -70,6 +73,18 @@ fn calibration_models_and_map_train_and_decode_from_a_spec() {
         String::from_utf8_lossy(&again.stderr)
     );
     succeeded(&calibration(&anti, true));
+    let anti_record: fusion::CalibrationRecord =
+        serde_json::from_str(&std::fs::read_to_string(anti.join("calibration.json")).unwrap())
+            .unwrap();
+    assert_eq!(anti_record.options.train, fusion::CalibrationTrainable::All);
+    assert!(
+        anti_record.procedure.contains("--train all"),
+        "{}",
+        anti_record.procedure
+    );
+    let anti_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(anti.join("config.json")).unwrap()).unwrap();
+    assert_eq!(anti_config["tie_word_embeddings"], false);
 
     let map = dir.join("map.json");
     let log = succeeded(&detox(
