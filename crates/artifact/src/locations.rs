@@ -8,7 +8,7 @@
 //! | RAD reward head | `configs/rad/<model folder>.json` in the checkout |
 //! | calibration model (DExperts expert) | `.detox/calibration/<base folder>/` |
 //! | DExperts anti-expert | `.detox/calibration/<base folder>-toxic/` |
-//! | alignment map | `<calibration folder>/align-<target folder>.json` |
+//! | alignment map | `<calibration folder>/align-<target folder>-<fit>.json` |
 //! | fine-tuning outputs | `<run output>/policy-K/`, `auxiliary-K/`, `samples-K.jsonl` |
 
 use std::path::{Path, PathBuf};
@@ -39,10 +39,14 @@ pub fn calibration_dir(base: &Path, toxic: bool) -> PathBuf {
         .join(format!("{}{suffix}", folder_name(base, "model")))
 }
 
-/// The map from a calibration model's final hidden state to a target's:
-/// `<calibration folder>/align-<target folder name>.json` (its tensors lie beside it).
-pub fn align_map(calibration_dir: &Path, target_dir: &Path) -> PathBuf {
-    calibration_dir.join(format!("align-{}.json", folder_name(target_dir, "target")))
+/// The map of fit `fit` (`ridge`, `infonce`) from a calibration model's final hidden state to a
+/// target's: `<calibration folder>/align-<target folder name>-<fit>.json` (its tensors lie
+/// beside it).
+pub fn align_map(calibration_dir: &Path, target_dir: &Path, fit: &str) -> PathBuf {
+    calibration_dir.join(format!(
+        "align-{}-{fit}.json",
+        folder_name(target_dir, "target")
+    ))
 }
 
 /// The name, under a fine-tuning run's output folder, of the model folder of policy K (the
@@ -94,12 +98,12 @@ mod tests {
         assert!(calibration_dir(model, false).ends_with("calibration/smollm2-135m-instruct"));
         assert!(calibration_dir(model, true).ends_with("calibration/smollm2-135m-instruct-toxic"));
         assert_eq!(
-            align_map(Path::new("/c/cal"), model),
-            Path::new("/c/cal/align-smollm2-135m-instruct.json")
+            align_map(Path::new("/c/cal"), model, "ridge"),
+            Path::new("/c/cal/align-smollm2-135m-instruct-ridge.json")
         );
         assert_eq!(
-            align_map(Path::new("c"), Path::new("/")),
-            Path::new("c/align-target.json")
+            align_map(Path::new("c"), Path::new("/"), "infonce"),
+            Path::new("c/align-target-infonce.json")
         );
         let out = Path::new("/run");
         assert_eq!(finetune_policy_dir(model, out, 0), model);

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use fusion::{
-    AlignMap, AlignOn, AlignOptions, CalibrationOptions, CalibrationTrainable, TrainingText,
+    AlignMap, AlignOn, AlignOptions, CalibrationOptions, CalibrationTrainable, Readout,
+    TrainingText,
 };
 
 use crate::labelled::SourceArgs;
@@ -157,6 +158,14 @@ pub fn run_calibration(args: &TrainCalibrationArgs) -> Result<()> {
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum AlignFitArg {
+    /// Least squares (with intercept) onto the target's final states: the map reconstructs them.
+    Ridge,
+    /// The paper's contrastive map (no bias); see --on.
+    Infonce,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
 pub enum AlignOnArg {
     /// Final hidden states of both models on the same texts.
     Hidden,
@@ -172,12 +181,18 @@ pub struct TrainAlignArgs {
     /// The calibration model folder (default: .detox/calibration/<target folder>).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    /// Texts the pairs (and the target's hidden-state statistics) come from: every text of the
-    /// named sources' training parts, toxic or not.
+    /// Texts the pairs come from: every text of the named sources' training parts, toxic or
+    /// not; a seeded tenth of them is held out to measure the map.
     #[command(flatten)]
     pub sources: SourceArgs,
+    #[arg(long, value_enum, default_value = "ridge")]
+    pub fit: AlignFitArg,
+    /// What InfoNCE pairs are (the paper: embeddings); a ridge fit always uses final states.
     #[arg(long, value_enum, default_value = "hidden")]
     pub on: AlignOnArg,
+    /// Ridge penalty, relative to the calibration states' mean variance.
+    #[arg(long, default_value_t = 1e-3)]
+    pub ridge: f64,
     #[arg(long, default_value_t = 10)]
     pub negatives: usize,
     #[arg(long, default_value_t = 1e-3)]
@@ -193,13 +208,20 @@ pub struct TrainAlignArgs {
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
     /// Where to write the map (JSON, tensors beside it). Default:
-    /// <calibration folder>/align-<target folder>.json, where calibration_fusion looks for it.
+    /// <calibration folder>/align-<target folder>-<fit>.json, where calibration_fusion looks
+    /// for it.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 pub fn run_align(args: &TrainAlignArgs) -> Result<()> {
+    let fit = match args.fit {
+        AlignFitArg::Ridge => Readout::Ridge,
+        AlignFitArg::Infonce => Readout::InfoNce,
+    };
     let options = AlignOptions {
+        fit,
+        ridge: args.ridge,
         on: match args.on {
             AlignOnArg::Hidden => AlignOn::HiddenStates,
             AlignOnArg::Embeddings => AlignOn::Embeddings,
@@ -226,23 +248,65 @@ pub fn run_align(args: &TrainAlignArgs) -> Result<()> {
         .flat_map(|s| s.train.iter().map(|t| t.text.as_str()))
         .collect();
     let mut procedure = args.sources.procedure("detox train align");
-    procedure.push_str(&format!(" --on {:?}", args.on).to_lowercase());
+    procedure.push_str(&format!(" --fit {}", fit.name()));
+    match fit {
+        Readout::Ridge => procedure.push_str(&format!(" --ridge {:e}", args.ridge)),
+        _ => procedure.push_str(&format!(" --on {:?}", args.on).to_lowercase()),
+    }
     let mut map =
         fusion::train_align(&calibration, &target, &texts, &options, procedure, |line| {
             eprintln!("{line}")
         })?;
-    println!(
-        "held-out: InfoNCE loss {:.4}, partner ranked first {:.1} % (chance {:.1} %) over {} pairs",
-        map.record.held_out_loss,
-        100.0 * map.record.held_out_accuracy,
-        100.0 / (options.negatives + 1) as f64,
-        map.record.held_out_pairs
-    );
+    if let (Some(loss), Some(accuracy)) =
+        (map.record.held_out_loss, map.record.held_out_accuracy)
+    {
+        println!(
+            "held-out pairs: InfoNCE loss {loss:.4}, partner ranked first {:.1} % (chance {:.1} \
+             %) over {} pairs",
+            100.0 * accuracy,
+            100.0 / (options.negatives + 1) as f64,
+            map.record.held_out_pairs
+        );
+    }
+    if let Some(r) = &map.record.reconstruction {
+        print!("{}", reconstruction_table(r));
+    }
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| AlignMap::default_path(&calibration_dir, &target.dir));
+        .unwrap_or_else(|| AlignMap::default_path(&calibration_dir, &target.dir, fit));
     map.save(&out)?;
     eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// The held-out reconstruction as a markdown table: per norm and α, KL(p ‖ p_fused) and top-1
+/// agreement with this map and with a perfect one.
+fn reconstruction_table(r: &fusion::Reconstruction) -> String {
+    let mut out = format!(
+        "held-out texts, {} positions: cosine(h_cal·A + b, h) {:.3}, relative squared error {:.3}\n\n\
+         | norm | α | KL(p‖p_fused), this map | top-1 agreement | KL, perfect map | top-1 agreement |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+        r.positions, r.cosine, r.relative_error
+    );
+    for perfect in &r.perfect_map_kl {
+        let mapped = r
+            .fused_kl
+            .iter()
+            .find(|k| k.norm == perfect.norm && k.alpha == perfect.alpha);
+        let (kl, agree) = mapped.map_or(("–".into(), "–".into()), |k| {
+            (format!("{:.4}", k.kl), format!("{:.3}", k.top1_agreement))
+        });
+        out.push_str(&format!(
+            "| {} | {} | {kl} | {agree} | {:.4} | {:.3} |\n",
+            perfect.norm, perfect.alpha, perfect.kl, perfect.top1_agreement
+        ));
+    }
+    for identity in &r.identity_kl {
+        out.push_str(&format!(
+            "| identity readout (no map), none | {} | {:.4} | {:.3} | – | – |\n",
+            identity.alpha, identity.kl, identity.top1_agreement
+        ));
+    }
+    out
 }

@@ -5,22 +5,29 @@
 //! - [`calibration`]: the compact calibration LM — a base LM's embeddings, first L blocks, final
 //!   norm and head — fine-tuned with next-token loss on non-toxic text (`detox train
 //!   calibration`), written as an ordinary model folder.
-//! - [`align`]: the map A from the calibration model's width to the target's, trained with InfoNCE
-//!   on paired final hidden states of the same text (default) or on the input embeddings of the
-//!   tokens both vocabularies share (the paper's choice) (`detox train align`).
-//! - [`steering`]: fusion, h̃ = α·LN(h_cal A) + (1 − α)·h at the target's final normed hidden
-//!   state, and DExperts, z + α(z_expert − z_anti).
+//! - [`readout`]: how the calibration state reaches the target's width (ridge map, the paper's
+//!   InfoNCE map, or identity) and the norm applied before mixing;
+//! - [`align`], [`align_fit`]: the map h_cal·A + b, fitted by ridge regression onto the target's
+//!   final states or with InfoNCE (on input embeddings, the paper's recipe, or on final states),
+//!   and its held-out reconstruction report (`detox train align`).
+//! - [`steering`]: fusion, h̃ = α·norm(readout(h_cal)) + (1 − α)·h at the target's final normed
+//!   hidden state, and DExperts, filter_p(z) + α(z_expert − z_anti).
 
 pub mod align;
+pub mod align_fit;
 pub mod calibration;
+pub mod readout;
 pub mod registration;
 pub mod steering;
 
-pub use align::train_align;
-pub use align::{AlignMap, AlignOn, AlignOptions, AlignRecord};
+pub use align::{AlignMap, AlignOn, AlignOptions, AlignRecord, FusedKl, Reconstruction};
+pub use align_fit::{fit_ridge, train_align};
+pub use readout::{fused_state, MapNorm, Readout};
 pub use calibration::{
     default_calibration_dir, train_calibration, CalibrationOptions, CalibrationRecord,
     CalibrationTrainable, TrainingText,
 };
 pub use registration::{CalibrationFusionMethod, DExpertsMethod};
-pub use steering::{fused_logits, CalibrationFusion, DExperts, DExpertsParams, FusionParams};
+pub use steering::{
+    fused_logits, nucleus_mask, CalibrationFusion, DExperts, DExpertsParams, FusionParams,
+};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use decode::{auto_path, load_beside, Method, MethodParts, StepParams};
 use lm::LoadedModel;
 use method_info::{derive_params, MethodInfo, ParamDoc, StrengthInfo};
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::align::AlignMap;
 use crate::calibration::default_calibration_dir as default_dir;
+use crate::readout::{MapNorm, Readout};
 use crate::steering::{CalibrationFusion, DExperts, DExpertsParams, FusionParams};
 
 /// The `calibration_fusion` parameters a spec may give (the strength is α).
@@ -18,14 +19,18 @@ use crate::steering::{CalibrationFusion, DExperts, DExpertsParams, FusionParams}
 #[serde(deny_unknown_fields)]
 pub struct FusionSpecParams {
     pub calibration: String,
+    pub readout: String,
     pub align: String,
+    pub norm: String,
 }
 
 impl Default for FusionSpecParams {
     fn default() -> Self {
         FusionSpecParams {
             calibration: "auto".into(),
+            readout: Readout::Ridge.name().into(),
             align: "auto".into(),
+            norm: "auto".into(),
         }
     }
 }
@@ -36,8 +41,16 @@ const FUSION_DOCS: &[ParamDoc] = &[
         "the calibration model folder (detox train calibration); auto: .detox/calibration/<model folder>",
     ),
     ParamDoc::new(
+        "readout",
+        "how the calibration state reaches the target's width: ridge (a least-squares map onto the target's final states), infonce (the paper's contrastive map) or identity (no map; the calibration model must share the target's width)",
+    ),
+    ParamDoc::new(
         "align",
-        "the alignment map (detox train align); auto: <calibration folder>/align-<model folder>.json",
+        "the alignment map of a ridge or infonce readout (detox train align --fit ...); auto: <calibration folder>/align-<model folder>-<readout>.json",
+    ),
+    ParamDoc::new(
+        "norm",
+        "applied to the readout before mixing: layer_norm (no affine, the paper's), target_norm (layer norm rescaled to the target state's length) or none; auto: layer_norm for infonce, none otherwise",
     ),
 ];
 
@@ -47,6 +60,7 @@ const FUSION_DOCS: &[ParamDoc] = &[
 pub struct DExpertsSpecParams {
     pub expert: String,
     pub anti_expert: String,
+    pub filter_p: f64,
 }
 
 impl Default for DExpertsSpecParams {
@@ -54,6 +68,7 @@ impl Default for DExpertsSpecParams {
         DExpertsSpecParams {
             expert: "auto".into(),
             anti_expert: "auto".into(),
+            filter_p: 0.9,
         }
     }
 }
@@ -67,25 +82,48 @@ const DEXPERTS_DOCS: &[ParamDoc] = &[
         "anti_expert",
         "the anti-expert model folder; auto: .detox/calibration/<model folder>-toxic (detox train calibration --toxic)",
     ),
+    ParamDoc::new(
+        "filter_p",
+        "the base logits are cut to this nucleus before the experts' difference is added, then sampling is from the whole result (the reference); 1 cuts nothing (give the entry top_p: 0.9 for the harness's earlier behaviour, truncation after the experts)",
+    ),
 ];
 
 /// The `calibration_fusion` method.
 pub struct CalibrationFusionMethod;
 
-type FusionResolved = (FusionParams, Option<PathBuf>, Option<PathBuf>);
+/// What a `calibration_fusion` entry resolves to before anything is loaded.
+struct FusionResolved {
+    params: FusionParams,
+    readout: Readout,
+    calibration: Option<PathBuf>,
+    align: Option<PathBuf>,
+}
 
 impl CalibrationFusionMethod {
     fn resolve(step: &StepParams) -> Result<FusionResolved> {
         let spec: FusionSpecParams = step.parse()?;
+        let readout =
+            Readout::parse(&spec.readout).context("calibration_fusion: parameter readout")?;
+        let norm = if spec.norm == "auto" {
+            readout.default_norm()
+        } else {
+            MapNorm::parse(&spec.norm).context("calibration_fusion: parameter norm")?
+        };
         let params = FusionParams {
             alpha: step.required_strength("alpha")?,
+            norm,
         };
         params.validate()?;
-        Ok((
+        let align = auto_path("calibration_fusion", "align", &spec.align, false)?;
+        if readout == Readout::Identity && align.is_some() {
+            bail!("calibration_fusion: the identity readout takes no align map (align: auto)");
+        }
+        Ok(FusionResolved {
             params,
-            auto_path("calibration_fusion", "calibration", &spec.calibration, true)?,
-            auto_path("calibration_fusion", "align", &spec.align, false)?,
-        ))
+            readout,
+            calibration: auto_path("calibration_fusion", "calibration", &spec.calibration, true)?,
+            align,
+        })
     }
 }
 
@@ -93,7 +131,7 @@ impl Method for CalibrationFusionMethod {
     fn info(&self) -> MethodInfo {
         MethodInfo {
             name: "calibration_fusion",
-            description: "calibration-model output-layer fusion: a compact LM trained on non-toxic text, its final hidden state mapped into the target's (LN(h_cal A)) and mixed in before the head; strength is alpha",
+            description: "calibration-model output-layer fusion: a compact LM trained on non-toxic text, its final hidden state read into the target's width (ridge map, the paper's InfoNCE map with layer norm, or identity) and mixed in before the head; strength is alpha",
             params: derive_params::<FusionSpecParams>(FUSION_DOCS),
             strength: Some(StrengthInfo::new(0.0, 1.0, 0.1)),
             full_distribution: false,
@@ -105,18 +143,36 @@ impl Method for CalibrationFusionMethod {
     }
 
     fn build<'m>(&self, model: &'m LoadedModel, step: &StepParams) -> Result<MethodParts<'m>> {
-        let (params, calibration, align) = Self::resolve(step)?;
-        let calibration = calibration.unwrap_or_else(|| default_dir(&model.dir, false));
-        let align = align.unwrap_or_else(|| AlignMap::default_path(&calibration, &model.dir));
+        let resolved = Self::resolve(step)?;
+        let calibration = resolved
+            .calibration
+            .unwrap_or_else(|| default_dir(&model.dir, false));
         let loaded = load_beside(&calibration, model, "calibration_fusion: calibration model")?;
-        let map = AlignMap::load(&align, &calibration, &model.dir)
-            .context("calibration_fusion: alignment map")?;
+        let map = match resolved.readout {
+            Readout::Identity => None,
+            fit => {
+                let path = resolved
+                    .align
+                    .unwrap_or_else(|| AlignMap::default_path(&calibration, &model.dir, fit));
+                let map = AlignMap::load(&path, &calibration, &model.dir)
+                    .context("calibration_fusion: alignment map")?;
+                if map.fit() != fit {
+                    bail!(
+                        "calibration_fusion: {} is a {} map but the entry's readout is {}",
+                        path.display(),
+                        map.fit().name(),
+                        fit.name()
+                    );
+                }
+                Some(map)
+            }
+        };
         Ok(MethodParts::steering(CalibrationFusion::new(
             loaded,
             map,
             &model.tokenizer,
             model.model.info().vocab_size,
-            params,
+            resolved.params,
         )?))
     }
 }
@@ -131,6 +187,7 @@ impl DExpertsMethod {
         let spec: DExpertsSpecParams = step.parse()?;
         let params = DExpertsParams {
             alpha: step.required_strength("alpha")?,
+            filter_p: spec.filter_p,
         };
         params.validate()?;
         Ok((
@@ -145,10 +202,12 @@ impl Method for DExpertsMethod {
     fn info(&self) -> MethodInfo {
         MethodInfo {
             name: "dexperts",
-            description: "DExperts: logits plus alpha times (expert logits minus anti-expert logits), both experts reading the whole text; strength is alpha",
+            description: "DExperts: the base logits cut to their top-p nucleus (filter_p), plus alpha times (expert logits minus anti-expert logits), both experts reading the whole text, sampled without further truncation; strength is alpha",
             params: derive_params::<DExpertsSpecParams>(DEXPERTS_DOCS),
             strength: Some(StrengthInfo::new(0.0, 100.0, 2.0)),
-            full_distribution: false,
+            // The reference truncates the base before the experts and samples from the result
+            // with p = 1: the loop's top-p would cut a second time.
+            full_distribution: true,
         }
     }
 
@@ -181,8 +240,11 @@ mod tests {
         };
         assert_eq!(
             names(CalibrationFusionMethod.info()),
-            ["calibration", "align"]
+            ["calibration", "readout", "align", "norm"]
         );
-        assert_eq!(names(DExpertsMethod.info()), ["expert", "anti_expert"]);
+        assert_eq!(
+            names(DExpertsMethod.info()),
+            ["expert", "anti_expert", "filter_p"]
+        );
     }
 }

@@ -17,23 +17,40 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::align::AlignMap;
+use crate::readout::{fused_state, MapNorm, Readout};
 
-/// The fused logits: `logits` + head(h̃) − head(h) with h̃ = α·LN(h_cal A) + (1 − α)·h. The
-/// target's head is linear without bias (Llama, GPT-2), so this equals head(h̃) when `logits`
+/// The fused logits: `logits` + head(h̃) − head(h) with h̃ = α·norm(readout(h_cal)) + (1 − α)·h,
+/// the readout h_cal·A + b through `map`, or h_cal itself without one (the identity readout).
+/// The target's head is linear without bias (Llama, GPT-2), so this equals head(h̃) when `logits`
 /// are head(h), as the paper computes it, and keeps whatever an earlier method did to them.
 pub fn fused_logits(
     target: &dyn CausalLm,
     target_hidden: &Tensor,
     calibration_hidden: &Tensor,
-    map: &AlignMap,
+    map: Option<&AlignMap>,
+    norm: MapNorm,
     alpha: f64,
     logits: &Tensor,
 ) -> Tensor {
-    let h = target_hidden.to_kind(Kind::Float);
-    let mapped = map.apply(calibration_hidden);
-    // h̃ − h = α·(LN(h_cal A) − h)
-    let shift = (mapped - &h) * alpha;
+    let readout = match map {
+        Some(map) => map.map(calibration_hidden),
+        None => calibration_hidden.to_kind(Kind::Float),
+    };
+    let shift = fused_state(target_hidden, &readout, norm, alpha) - target_hidden.to_kind(Kind::Float);
     logits + target.logits(&shift.to_kind(target_hidden.kind()))
+}
+
+/// The tokens of each row inside the nucleus of `logits` `[B, V]` (the smallest set of most
+/// likely tokens whose probability reaches `p`, as Hugging Face's top-p filter keeps it): a
+/// boolean mask of the same shape.
+pub fn nucleus_mask(logits: &Tensor, p: f64) -> Tensor {
+    let (sorted, order) = logits.to_kind(Kind::Float).sort(-1, true);
+    let probs = sorted.softmax(-1, Kind::Float);
+    // A token stays when the mass of the tokens above it is still short of p.
+    let keep_sorted = (probs.cumsum(-1, Kind::Float) - &probs).lt(p);
+    keep_sorted
+        .zeros_like()
+        .scatter(-1, &order, &keep_sorted)
 }
 
 /// Checks that `other` gives every token the id the target gives it.
@@ -69,6 +86,8 @@ fn check_device(what: &str, other: &LoadedModel, target: &dyn CausalLm) -> Resul
 #[serde(deny_unknown_fields)]
 pub struct FusionParams {
     pub alpha: f64,
+    /// Applied to the readout before mixing.
+    pub norm: MapNorm,
 }
 
 impl FusionParams {
@@ -85,7 +104,8 @@ impl FusionParams {
 
 pub struct CalibrationFusion {
     calibration: LoadedModel,
-    map: AlignMap,
+    /// `None`: the identity readout.
+    map: Option<AlignMap>,
     params: FusionParams,
     reader: ReadAlong,
     steps: usize,
@@ -93,10 +113,11 @@ pub struct CalibrationFusion {
 }
 
 impl CalibrationFusion {
-    /// `target_tokenizer` is the decoding model's, checked against the calibration model's.
+    /// `target_tokenizer` is the decoding model's, checked against the calibration model's;
+    /// `map` is `None` for the identity readout.
     pub fn new(
         calibration: LoadedModel,
-        map: AlignMap,
+        map: Option<AlignMap>,
         target_tokenizer: &TextTokenizer,
         target_vocab: i64,
         params: FusionParams,
@@ -108,16 +129,18 @@ impl CalibrationFusion {
             target_tokenizer,
             target_vocab,
         )?;
-        if map.calibration_width() != calibration.model.info().hidden_size {
-            bail!(
-                "{}: the map takes states of width {} but the calibration model {} has {}",
-                map.source
-                    .as_ref()
-                    .map_or("alignment map".into(), |p| p.display().to_string()),
-                map.calibration_width(),
-                calibration.dir.display(),
-                calibration.model.info().hidden_size
-            );
+        if let Some(map) = &map {
+            if map.calibration_width() != calibration.model.info().hidden_size {
+                bail!(
+                    "{}: the map takes states of width {} but the calibration model {} has {}",
+                    map.source
+                        .as_ref()
+                        .map_or("alignment map".into(), |p| p.display().to_string()),
+                    map.calibration_width(),
+                    calibration.dir.display(),
+                    calibration.model.info().hidden_size
+                );
+            }
         }
         Ok(Self {
             calibration,
@@ -128,6 +151,11 @@ impl CalibrationFusion {
             seconds: 0.0,
         })
     }
+
+    /// Which readout this fusion uses.
+    pub fn readout(&self) -> Readout {
+        self.map.as_ref().map_or(Readout::Identity, AlignMap::fit)
+    }
 }
 
 impl Steering for CalibrationFusion {
@@ -137,13 +165,29 @@ impl Steering for CalibrationFusion {
 
     fn prepare(&mut self, model: &dyn CausalLm) -> Result<()> {
         check_device("calibration model", &self.calibration, model)?;
-        self.map.move_to(model.info().device);
-        if self.map.target_width() != model.info().hidden_size {
-            bail!(
-                "the alignment map gives states of width {} but the target's are {}",
-                self.map.target_width(),
-                model.info().hidden_size
-            );
+        let target_width = model.info().hidden_size;
+        match &mut self.map {
+            Some(map) => {
+                map.move_to(model.info().device);
+                if map.target_width() != target_width {
+                    bail!(
+                        "the alignment map gives states of width {} but the target's are \
+                         {target_width}",
+                        map.target_width()
+                    );
+                }
+            }
+            None => {
+                let width = self.calibration.model.info().hidden_size;
+                if width != target_width {
+                    bail!(
+                        "the identity readout needs the calibration model {} to have the \
+                         target's width, but it has {width} and the target {target_width}; use a \
+                         ridge or infonce map (`detox train align`)",
+                        self.calibration.dir.display()
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -158,7 +202,8 @@ impl Steering for CalibrationFusion {
             step.model,
             step.hidden,
             self.reader.hidden()?,
-            &self.map,
+            self.map.as_ref(),
+            self.params.norm,
             self.params.alpha,
             logits,
         );
@@ -187,11 +232,14 @@ impl Steering for CalibrationFusion {
     }
 }
 
-/// DExperts' α (paper: 2.0): how far the logits move along z_expert − z_anti.
+/// DExperts' α (paper: 2.0): how far the logits move along z_expert − z_anti; and the nucleus
+/// the base logits are cut to first (the reference's `filter_p`, 0.9; 1 cuts nothing, leaving
+/// truncation to the loop's top-p after the experts, as this harness did before).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DExpertsParams {
     pub alpha: f64,
+    pub filter_p: f64,
 }
 
 impl DExpertsParams {
@@ -202,12 +250,19 @@ impl DExpertsParams {
                 self.alpha
             );
         }
+        if !(self.filter_p > 0.0 && self.filter_p <= 1.0) {
+            bail!(
+                "dexperts: filter_p must be in (0, 1], got {}",
+                self.filter_p
+            );
+        }
         Ok(())
     }
 }
 
-/// z = z_base + α(z_expert − z_anti), the expert and anti-expert each reading the whole text on
-/// its own cache.
+/// z = filter(z_base) + α(z_expert − z_anti), the expert and anti-expert each reading the whole
+/// text on its own cache, the filter keeping the base's nucleus of `filter_p` (tokens outside it
+/// get −∞, so no expert can promote a token the base model rules out).
 pub struct DExperts {
     expert: LoadedModel,
     anti_expert: LoadedModel,
@@ -266,7 +321,13 @@ impl Steering for DExperts {
         let started = std::time::Instant::now();
         let z_expert = self.expert.model.logits(self.expert_reader.hidden()?);
         let z_anti = self.anti_expert.model.logits(self.anti_reader.hidden()?);
-        *logits = &*logits + (z_expert - z_anti) * self.params.alpha;
+        let base = if self.params.filter_p < 1.0 {
+            let outside = nucleus_mask(logits, self.params.filter_p).logical_not();
+            logits.masked_fill(&outside, f64::NEG_INFINITY)
+        } else {
+            logits.shallow_clone()
+        };
+        *logits = base + (z_expert - z_anti) * self.params.alpha;
         self.steps += 1;
         self.seconds += started.elapsed().as_secs_f64();
         Ok(())

@@ -36,7 +36,7 @@ use anyhow::{bail, Result};
 use artifact::locations;
 use decode::measure::{load_average, resident_mib};
 use decode::{Request, Settings, Steering};
-use fusion::{AlignMap, CalibrationFusion, DExperts, DExpertsParams, FusionParams};
+use fusion::{CalibrationFusion, DExperts, DExpertsParams, FusionParams, MapNorm};
 use lm::{DtypeChoice, LoadedModel};
 use method_cost::{
     batches, encode_prompts, generate_with, load_default_model, measure, median_run, memory_cell,
@@ -127,25 +127,27 @@ fn load_fusion(
     let info = loaded.model.info();
     let calibration_dir = locations::calibration_dir(dir, false);
     let anti_dir = locations::calibration_dir(dir, true);
-    let align_path = AlignMap::default_path(&calibration_dir, dir);
     let beside = |d: &Path| LoadedModel::load(d, options.device, DtypeChoice::of_kind(info.kind)?);
     let mut methods: Vec<(&'static str, Box<dyn Steering>)> = Vec::new();
-    if calibration_dir.is_dir() && align_path.is_file() {
+    // The identity readout: a ridge or InfoNCE map adds one small matrix product per step.
+    if calibration_dir.is_dir() {
         methods.push((
             "fusion α 0.3",
             Box::new(CalibrationFusion::new(
                 beside(&calibration_dir)?,
-                AlignMap::load(&align_path, &calibration_dir, dir)?,
+                None,
                 &loaded.tokenizer,
                 info.vocab_size,
-                FusionParams { alpha: 0.3 },
+                FusionParams {
+                    alpha: 0.3,
+                    norm: MapNorm::None,
+                },
             )?),
         ));
     } else {
         println!(
-            "(no calibration fusion rows: {} or {} is missing)",
-            calibration_dir.display(),
-            align_path.display()
+            "(no calibration fusion rows: {} is missing)",
+            calibration_dir.display()
         );
     }
     if calibration_dir.is_dir() && anti_dir.is_dir() {
@@ -156,7 +158,10 @@ fn load_fusion(
                 beside(&anti_dir)?,
                 &loaded.tokenizer,
                 info.vocab_size,
-                DExpertsParams { alpha: 2.0 },
+                DExpertsParams {
+                    alpha: 2.0,
+                    filter_p: 0.9,
+                },
             )?),
         ));
     } else {

@@ -800,3 +800,35 @@ fn a_labelled_parameter_away_from_its_default_names_the_variant() {
         ["ban", "ban[text_rule=true]"]
     );
 }
+
+/// The decoding protocols a spec can include (configs/protocols/): the fusion paper's
+/// (greedy, 10 new tokens, one sample) and RealToxicityPrompts' (the defaults), each overridable
+/// by the including spec.
+#[test]
+fn decoding_protocols_are_includable_presets() {
+    let protocols = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/protocols");
+    let s = Scratch::new();
+    let with = |protocol: &str, extra: &str| {
+        let text = format!(
+            "include: [{}]\n{BASE}{extra}",
+            protocols.join(protocol).display()
+        );
+        let exp = load(s.write("protocol.yaml", &text)).unwrap_or_else(|e| panic!("{e}"));
+        exp.cells[0].generation.clone()
+    };
+    let fusion = with("fusion-paper.yaml", "");
+    assert_eq!(fusion.temperature, 0.0, "greedy");
+    assert_eq!(fusion.max_new_tokens, 10);
+    assert_eq!(fusion.samples_per_prompt, 1);
+    let rtp = with("rtp.yaml", "");
+    assert_eq!(
+        (rtp.samples_per_prompt, rtp.max_new_tokens, rtp.temperature, rtp.top_p),
+        (25, 20, 1.0, Some(0.9))
+    );
+    let defaults = load(s.write("plain.yaml", BASE)).unwrap().cells[0]
+        .generation
+        .clone();
+    assert_eq!(rtp, defaults, "the RTP protocol is the default");
+    let longer = with("fusion-paper.yaml", "generation: { max_new_tokens: 20 }\n");
+    assert_eq!((longer.max_new_tokens, longer.temperature), (20, 0.0));
+}
