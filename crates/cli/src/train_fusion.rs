@@ -257,9 +257,7 @@ pub fn run_align(args: &TrainAlignArgs) -> Result<()> {
         fusion::train_align(&calibration, &target, &texts, &options, procedure, |line| {
             eprintln!("{line}")
         })?;
-    if let (Some(loss), Some(accuracy)) =
-        (map.record.held_out_loss, map.record.held_out_accuracy)
-    {
+    if let (Some(loss), Some(accuracy)) = (map.record.held_out_loss, map.record.held_out_accuracy) {
         println!(
             "held-out pairs: InfoNCE loss {loss:.4}, partner ranked first {:.1} % (chance {:.1} \
              %) over {} pairs",

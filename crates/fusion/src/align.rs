@@ -242,8 +242,8 @@ impl AlignMap {
     pub fn load(path: &Path, calibration_dir: &Path, target_dir: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the alignment map", path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not JSON", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
         // The format first, so an old map gets a reason rather than a missing-field error.
         let format = value.get("format").and_then(|f| f.as_str()).unwrap_or("");
         if format != FORMAT {
@@ -300,4 +300,3 @@ impl AlignMap {
         })
     }
 }
-

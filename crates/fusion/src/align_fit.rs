@@ -153,7 +153,10 @@ fn fit_info_nce(
         );
     }
     let held_index = keep.narrow(0, 0, held);
-    let (x_held, y_held) = (x.index_select(0, &held_index), y.index_select(0, &held_index));
+    let (x_held, y_held) = (
+        x.index_select(0, &held_index),
+        y.index_select(0, &held_index),
+    );
     let train_index = keep.narrow(0, held, kept - held);
     let (x_train, y_train) = (
         x.index_select(0, &train_index),
@@ -311,8 +314,12 @@ fn reconstruction(
         / (norm_of(mapped) * norm_of(h)).clamp_min(1e-8))
     .mean(Kind::Float)
     .double_value(&[]);
-    let relative_error = ((mapped - h).square().sum_dim_intlist(-1, false, Kind::Float)
-        / h.square().sum_dim_intlist(-1, false, Kind::Float).clamp_min(1e-8))
+    let relative_error = ((mapped - h)
+        .square()
+        .sum_dim_intlist(-1, false, Kind::Float)
+        / h.square()
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .clamp_min(1e-8))
     .mean(Kind::Float)
     .double_value(&[]);
     let with_map: Vec<(String, Tensor)> = MapNorm::ALL
@@ -341,6 +348,9 @@ fn reconstruction(
     }
 }
 
+/// Token ids of texts, one row per text.
+type TokenRows = Vec<Vec<i64>>;
+
 /// Token rows of `texts` (cut to `max_tokens`, empty ones dropped), split into fit and held-out
 /// texts: a seeded tenth of the texts (at least one when there are two or more) is held out, so
 /// no held-out position shares a text with a fitted one.
@@ -348,7 +358,7 @@ fn split_texts(
     target: &LoadedModel,
     texts: &[&str],
     options: &AlignOptions,
-) -> Result<(Vec<Vec<i64>>, Vec<Vec<i64>>)> {
+) -> Result<(TokenRows, TokenRows)> {
     let mut encoded: Vec<Vec<i64>> = Vec::with_capacity(texts.len());
     for text in texts {
         let mut ids = target.tokenizer.encode(text)?;
@@ -446,12 +456,7 @@ pub fn train_align(
             held_out_loss = Some(fitted.held_out_loss);
             held_out_accuracy = Some(fitted.held_out_accuracy);
             let bias = Tensor::zeros([y.size()[1]], (Kind::Float, Device::Cpu));
-            (
-                fitted.a,
-                bias,
-                fitted.train_pairs,
-                fitted.held_out_pairs,
-            )
+            (fitted.a, bias, fitted.train_pairs, fitted.held_out_pairs)
         }
         Readout::Identity => unreachable!("validate refuses the identity readout"),
     };

@@ -22,11 +22,11 @@ pub mod steering;
 
 pub use align::{AlignMap, AlignOn, AlignOptions, AlignRecord, FusedKl, Reconstruction};
 pub use align_fit::{fit_ridge, train_align};
-pub use readout::{fused_state, MapNorm, Readout};
 pub use calibration::{
     default_calibration_dir, train_calibration, CalibrationOptions, CalibrationRecord,
     CalibrationTrainable, TrainingText,
 };
+pub use readout::{fused_state, MapNorm, Readout};
 pub use registration::{CalibrationFusionMethod, DExpertsMethod};
 pub use steering::{
     fused_logits, nucleus_mask, CalibrationFusion, DExperts, DExpertsParams, FusionParams,

@@ -102,8 +102,8 @@ impl MapNorm {
             MapNorm::TargetNorm => {
                 let normed = plain_layer_norm(&x);
                 let norm_of = |t: &Tensor| t.norm_scalaropt_dim(2.0, [-1], true);
-                let scale = norm_of(&target_hidden.to_kind(Kind::Float))
-                    / norm_of(&normed).clamp_min(1e-8);
+                let scale =
+                    norm_of(&target_hidden.to_kind(Kind::Float)) / norm_of(&normed).clamp_min(1e-8);
                 normed * scale
             }
         }

@@ -36,7 +36,8 @@ pub fn fused_logits(
         Some(map) => map.map(calibration_hidden),
         None => calibration_hidden.to_kind(Kind::Float),
     };
-    let shift = fused_state(target_hidden, &readout, norm, alpha) - target_hidden.to_kind(Kind::Float);
+    let shift =
+        fused_state(target_hidden, &readout, norm, alpha) - target_hidden.to_kind(Kind::Float);
     logits + target.logits(&shift.to_kind(target_hidden.kind()))
 }
 
@@ -48,9 +49,7 @@ pub fn nucleus_mask(logits: &Tensor, p: f64) -> Tensor {
     let probs = sorted.softmax(-1, Kind::Float);
     // A token stays when the mass of the tokens above it is still short of p.
     let keep_sorted = (probs.cumsum(-1, Kind::Float) - &probs).lt(p);
-    keep_sorted
-        .zeros_like()
-        .scatter(-1, &order, &keep_sorted)
+    keep_sorted.zeros_like().scatter(-1, &order, &keep_sorted)
 }
 
 /// Checks that `other` gives every token the id the target gives it.

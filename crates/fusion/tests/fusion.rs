@@ -196,8 +196,13 @@ fn last_state(model: &dyn CausalLm, ids: &Tensor) -> Tensor {
 /// The target as its own calibration model, identity readout: the same logits at every α (the
 /// fused state is α·h + (1 − α)·h), and, with `decode`, the same tokens as plain sampling.
 fn assert_self_fusion_reproduces_the_target(target: &LoadedModel, decode: bool) {
-    let ids = Tensor::from_slice(&target.tokenizer.encode("The library opens at nine").unwrap())
-        .unsqueeze(0);
+    let ids = Tensor::from_slice(
+        &target
+            .tokenizer
+            .encode("The library opens at nine")
+            .unwrap(),
+    )
+    .unsqueeze(0);
     let h = last_state(target.model.as_ref(), &ids);
     let same = load(&target.dir);
     let h_self = last_state(same.model.as_ref(), &ids);
@@ -269,7 +274,11 @@ fn the_papers_recipe_is_plain_layer_norm_of_h_cal_a_mixed_at_alpha_by_hand() {
     let map = AlignMap::load(infonce, dir, &target.dir).unwrap();
     assert_eq!(map.fit(), Readout::InfoNce);
     assert_eq!(map.default_norm(), MapNorm::LayerNorm);
-    assert_eq!(map.bias.abs().max().double_value(&[]), 0.0, "the paper's A has no bias");
+    assert_eq!(
+        map.bias.abs().max().double_value(&[]),
+        0.0,
+        "the paper's A has no bias"
+    );
     let ids = Tensor::from_slice(
         &target
             .tokenizer
@@ -588,7 +597,10 @@ fn dexperts_filters_the_base_before_the_experts() {
         for (t, &token) in continuation.iter().enumerate() {
             let mut text = request.prompt_ids.clone();
             text.extend(&continuation[..t]);
-            let h = last_state(target.model.as_ref(), &Tensor::from_slice(&text).unsqueeze(0));
+            let h = last_state(
+                target.model.as_ref(),
+                &Tensor::from_slice(&text).unsqueeze(0),
+            );
             let inside = nucleus_mask(&target.model.logits(&h), filter_p);
             assert!(
                 inside.int64_value(&[0, token]) == 1,

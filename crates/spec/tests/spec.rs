@@ -822,7 +822,12 @@ fn decoding_protocols_are_includable_presets() {
     assert_eq!(fusion.samples_per_prompt, 1);
     let rtp = with("rtp.yaml", "");
     assert_eq!(
-        (rtp.samples_per_prompt, rtp.max_new_tokens, rtp.temperature, rtp.top_p),
+        (
+            rtp.samples_per_prompt,
+            rtp.max_new_tokens,
+            rtp.temperature,
+            rtp.top_p
+        ),
         (25, 20, 1.0, Some(0.9))
     );
     let defaults = load(s.write("plain.yaml", BASE)).unwrap().cells[0]
