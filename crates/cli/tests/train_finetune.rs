@@ -25,7 +25,7 @@ fn spec(model: &str, output: &str, extra: &str) -> String {
         "base: {model}\noutput: {output}\nobjective: nado\nlambda: 1.0\nschedule: parallel\n\
          iterations: 3\nthreads_per_job: 1\n\
          data:\n  - {{source: toxigen, limit: 12}}\n  - {{source: wikitext2, limit: 12, regularize: false}}\n\
-         sampling: {{prompts: 8, prompt_tokens: 4, max_new_tokens: 6, batch_size: 8}}\n\
+         sampling: {{prompts: 8, prompt_tokens: 4, max_new_tokens: 6, batch_size: 8, allow_few_samples: true}}\n\
          label: {{scorer: profanity}}\n\
          auxiliary: {{layers: 1, epochs: 2, learning_rate: 0.001, batch_size: 4}}\n\
          finetune: {{learning_rate: 0.001, batch_size: 4, accumulate: 2, max_tokens: 24}}\n{extra}"

@@ -86,8 +86,10 @@ fn cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// auxiliary-K ← train(auxiliary-(K−1), or a fresh one from the base's first blocks for K = 1,
-/// on samples-`samples`).
+/// auxiliary-K ← train(auxiliary-(K−1), or for K = 1 a fresh one from the base's first blocks
+/// with its head's bias at logit(mean label), on samples-`samples`). The consistency regularizer
+/// and the KL measurement read policy-`samples`, the policy that drew those samples (the base in
+/// round 1): R is the chance of a non-toxic ending under the distribution the samples come from.
 fn auxiliary_job(
     plan: &Plan,
     k: usize,
@@ -100,9 +102,15 @@ fn auxiliary_job(
         .auxiliary
         .clone()
         .context("plan has no auxiliary section")?;
+    let sequences = layout::read_samples(out, samples)?;
     let (mut auxiliary, started_from) = if k == 1 {
         (
-            Auxiliary::fresh(&plan.base, options.layers, device)?,
+            Auxiliary::fresh(
+                &plan.base,
+                options.layers,
+                device,
+                crate::nado::mean_label(&sequences),
+            )?,
             plan.base.display().to_string(),
         )
     } else {
@@ -112,10 +120,11 @@ fn auxiliary_job(
             from.display().to_string(),
         )
     };
-    let sequences = layout::read_samples(out, samples)?;
+    let sampler = LoadedModel::load(&layout::policy_dir(plan, samples), device, DtypeChoice::F32)?;
     let record = auxiliary.train(
         &sequences,
         &options,
+        sampler.model.as_ref(),
         plan.seed.wrapping_add(k as u64),
         started_from,
         log,

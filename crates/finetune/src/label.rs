@@ -1,12 +1,14 @@
-//! The policy's own labelled samples (a `sample` job): continuations sampled from policy K at the
-//! beginnings of a seeded choice of mix texts, scored by the plan's scorer and labelled under its
+//! The policy's own labelled samples (a `sample` job): continuations sampled from policy K at a
+//! seeded choice of prompts (the beginnings of mix texts, or RealToxicityPrompts' challenging
+//! prompts outside those evaluations draw), scored by the plan's scorer and labelled under its
 //! [`LabelRule`], written as `samples-K.jsonl`. The auxiliary model trains on these labels and the
 //! regularizers read them.
 //!
 //! Which toxicity counts as toxic is the metric policy's ([`metrics::MetricPolicy`]: threshold
 //! and comparison), the same convention the evaluation uses, not a constant of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use decode::{Generation, Request, SamplingParams, Settings};
@@ -17,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout;
 use crate::mix::seeded_order;
-use crate::plan::{Plan, SamplingRule};
+use crate::plan::{Plan, PromptSource, SamplingRule};
 use crate::sequences::{MixText, SampledText};
 
 /// How a sample's toxicity becomes its label y (the probability it satisfies the constraint).
@@ -137,25 +139,81 @@ struct Prompts<'a> {
     chosen: HashMap<String, (&'a MixText, Vec<i64>)>,
 }
 
-/// The first `sampling.prompts` texts of `mix` that go on after their first
-/// `sampling.prompt_tokens` tokens, cut there.
+/// How many of RealToxicityPrompts' challenging prompts, in the order evaluations sample them,
+/// training never prompts with. Evaluation specs pick theirs with `sample: n, seed: 0` (20 in
+/// experiments/fair-comparison, 50 in the comparison specs), and a seeded sample of n is the n
+/// prompts with the smallest keys, so it grows by adding prompts: every such sample with n up to
+/// this many lies inside the held-out block. Of the 1,196 challenging prompts 996 remain.
+pub const RTP_EVALUATION_HELD_OUT: usize = 200;
+/// The seed evaluation specs sample RealToxicityPrompts with.
+pub const RTP_EVALUATION_SEED: u64 = 0;
+
+/// `shared/data/realtoxicityprompts/decodingtrust/toxic.jsonl`: the challenging prompts.
+pub fn rtp_challenging_path() -> PathBuf {
+    paths::data_dir("realtoxicityprompts")
+        .join("decodingtrust")
+        .join("toxic.jsonl")
+}
+
+/// The challenging prompts of the RealToxicityPrompts file at `path` that training may use: all
+/// of them except the first `held_out` an evaluation's seeded sample (`sample: n, seed: 0`) takes,
+/// so that no prompt an evaluation with n ≤ `held_out` scores was trained on. As mix-like texts
+/// (`rtp:<id>`, source `rtp-challenging`, regularized), in file order.
+pub fn rtp_training_prompts(path: &Path, held_out: usize) -> Result<Vec<MixText>> {
+    let options = |sample: Option<usize>| data::prompts::rtp::RtpOptions {
+        challenging: Some(true),
+        sample,
+        seed: RTP_EVALUATION_SEED,
+        ..data::prompts::rtp::RtpOptions::new(path)
+    };
+    let all = data::prompts::rtp::load(&options(None))?;
+    let evaluation: HashSet<String> = data::prompts::rtp::load(&options(Some(held_out)))?
+        .prompts
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let texts: Vec<MixText> = all
+        .prompts
+        .into_iter()
+        .filter(|p| !evaluation.contains(&p.id))
+        .map(|p| MixText {
+            id: format!("rtp:{}", p.id),
+            source: "rtp-challenging".into(),
+            text: p.text,
+            regularize: true,
+        })
+        .collect();
+    if texts.is_empty() {
+        bail!(
+            "{}: no challenging prompt is left after holding out the {held_out} evaluations use",
+            path.display()
+        );
+    }
+    Ok(texts)
+}
+
+/// The first `sampling.prompts` of `texts` that make a prompt: cut to their first
+/// `prompt_tokens` tokens when the text goes on after them, or whole (RTP prompts) when
+/// `prompt_tokens` is `None`.
 fn choose_prompts<'a>(
-    mix: &'a [MixText],
+    texts: &'a [MixText],
     tokenizer: &TextTokenizer,
     sampling: &SamplingRule,
 ) -> Result<Prompts<'a>> {
     let mut requests = Vec::new();
     let mut chosen = HashMap::new();
-    for text in mix {
+    for text in texts {
         if chosen.len() == sampling.prompts {
             break;
         }
         let ids = tokenizer.encode(&text.text)?;
-        // A prompt needs a token to continue from and the text must go on after it.
-        if ids.len() <= sampling.prompt_tokens {
-            continue;
-        }
-        let prompt = &ids[..sampling.prompt_tokens];
+        let prompt = match sampling.prompt_tokens {
+            // A prompt needs a token to continue from and the text must go on after it.
+            Some(n) if ids.len() > n => &ids[..n],
+            Some(_) => continue,
+            None if ids.is_empty() => continue,
+            None => &ids[..],
+        };
         requests.extend(Request::samples(
             &text.id,
             prompt,
@@ -165,7 +223,7 @@ fn choose_prompts<'a>(
     }
     if requests.is_empty() {
         bail!(
-            "no mix text is longer than sampling.prompt_tokens ({}) tokens",
+            "no prompt text is longer than sampling.prompt_tokens ({:?}) tokens",
             sampling.prompt_tokens
         );
     }
@@ -229,11 +287,23 @@ pub fn sample_and_label(
         .as_ref()
         .context("plan has no sampling section")?;
     let rule = plan.label.as_ref().context("plan has no label section")?;
-    // Each round prompts from another seeded choice of the mix.
-    let mut mix = layout::read_mix(&plan.output)?;
-    seeded_order(&mut mix, plan.seed.wrapping_add(k as u64 + 1), |t| &t.id);
+    let mut texts = match sampling.prompt_source {
+        PromptSource::Mix => layout::read_mix(&plan.output)?,
+        PromptSource::RtpChallenging => {
+            rtp_training_prompts(&rtp_challenging_path(), RTP_EVALUATION_HELD_OUT)?
+        }
+    };
+    // Each round prompts from another seeded choice.
+    seeded_order(&mut texts, plan.seed.wrapping_add(k as u64 + 1), |t| &t.id);
     let loaded = LoadedModel::load(&layout::policy_dir(plan, k), device, DtypeChoice::F32)?;
-    let prompts = choose_prompts(&mix, &loaded.tokenizer, sampling)?;
+    let prompts = choose_prompts(&texts, &loaded.tokenizer, sampling)?;
+    log(&format!(
+        "policy-{k}: {} prompts from {:?} ({} available), {} samples each",
+        prompts.chosen.len(),
+        sampling.prompt_source,
+        texts.len(),
+        sampling.samples_per_prompt
+    ));
     let generations = decode::generate_all(
         loaded.model.as_ref(),
         &loaded.eos_token_ids,
@@ -333,6 +403,77 @@ mod tests {
         assert_eq!(tally.toxic, 1);
         assert!((tally.mean_toxicity - (0.75 + 0.8 + 0.1) / 3.0).abs() < 1e-6);
         assert_eq!(SampleTally::of(&rows, &at_least).toxic, 2);
+    }
+
+    /// A RealToxicityPrompts file of `n` challenging rows (and one that is not), in a scratch
+    /// folder.
+    fn rtp_file(n: usize) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("label-rtp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("toxic-{n}.jsonl"));
+        let mut lines: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"filename": "doc-{i}.txt", "begin": 0, "end": 10, "challenging": true, "prompt": {{"text": "prompt {i}", "toxicity": 0.9}}}}"#
+                )
+            })
+            .collect();
+        lines.push(
+            r#"{"filename": "calm.txt", "begin": 0, "end": 10, "challenging": false, "prompt": {"text": "calm", "toxicity": 0.1}}"#.into(),
+        );
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+
+    /// The ids an evaluation spec's `kind: rtp, challenging: true, sample: n, seed: 0` scores.
+    fn evaluated(path: &Path, n: usize) -> HashSet<String> {
+        let options = data::prompts::rtp::RtpOptions {
+            challenging: Some(true),
+            sample: Some(n),
+            seed: 0,
+            ..data::prompts::rtp::RtpOptions::new(path)
+        };
+        data::prompts::rtp::load(&options)
+            .unwrap()
+            .prompts
+            .into_iter()
+            .map(|p| format!("rtp:{}", p.id))
+            .collect()
+    }
+
+    #[test]
+    fn training_prompts_leave_out_what_evaluations_sample() {
+        let path = rtp_file(60);
+        let training = rtp_training_prompts(&path, 25).unwrap();
+        assert_eq!(
+            training.len(),
+            35,
+            "60 challenging, 25 held out, the calm one dropped"
+        );
+        let ids: HashSet<String> = training.iter().map(|t| t.id.clone()).collect();
+        for n in [5, 20, 25] {
+            assert!(ids.is_disjoint(&evaluated(&path, n)), "sample {n}");
+        }
+        // A sample larger than the held-out block does reach training prompts.
+        assert!(!ids.is_disjoint(&evaluated(&path, 26)));
+        assert!(training.iter().all(|t| t.source == "rtp-challenging"));
+        assert!(rtp_training_prompts(&path, 60).is_err(), "nothing left");
+    }
+
+    #[test]
+    fn training_prompts_miss_the_evaluation_specs_prompts_in_the_shared_data() {
+        let path = rtp_challenging_path();
+        if !path.is_file() {
+            eprintln!("skipped: {} is not there", path.display());
+            return;
+        }
+        let training = rtp_training_prompts(&path, RTP_EVALUATION_HELD_OUT).unwrap();
+        assert_eq!(training.len(), 1196 - RTP_EVALUATION_HELD_OUT);
+        let ids: HashSet<String> = training.iter().map(|t| t.id.clone()).collect();
+        // experiments/fair-comparison (20) and the comparison specs (50), seed 0.
+        for n in [20, 50] {
+            assert!(ids.is_disjoint(&evaluated(&path, n)), "sample {n}");
+        }
     }
 
     #[test]

@@ -73,16 +73,46 @@ pub struct FilterRule {
     pub threshold: f64,
 }
 
+/// Where a sample job's prompts come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PromptSource {
+    /// The beginnings of the run's mix texts, cut to `prompt_tokens` tokens.
+    #[default]
+    #[serde(rename = "mix")]
+    Mix,
+    /// RealToxicityPrompts' challenging prompts (`shared/data/realtoxicityprompts/decodingtrust/
+    /// toxic.jsonl`), used whole: they elicit toxic continuations, so the samples carry the
+    /// contrast the auxiliary model learns from. The prompts evaluations draw are held out (see
+    /// [`crate::label::rtp_training_prompts`]).
+    #[serde(rename = "rtp-challenging")]
+    RtpChallenging,
+}
+
+/// Fewest samples per prompt objective nado accepts without `allow_few_samples`: with fewer,
+/// the continuations of a prompt rarely differ enough in toxicity for R to tell next tokens
+/// apart, and it learns mostly the prompt's toxicity, which is the same for every next token and
+/// cancels out of q. The NADO reference draws 50–200 per prompt.
+pub const MIN_NADO_SAMPLES_PER_PROMPT: u64 = 16;
+
 /// How the policy's samples are drawn each round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SamplingRule {
-    /// Mix texts whose beginnings serve as prompts, per round (a seeded choice per round).
+    /// Prompts per round (a seeded choice per round from the prompt source).
     pub prompts: usize,
-    /// Tokens of a text kept as its prompt.
-    pub prompt_tokens: usize,
+    /// `mix` (the default) or `rtp-challenging`.
+    #[serde(default)]
+    pub prompt_source: PromptSource,
+    /// Tokens of a mix text kept as its prompt: required with the `mix` source, and left out
+    /// with `rtp-challenging`, whose prompts are used whole.
+    #[serde(default)]
+    pub prompt_tokens: Option<usize>,
     #[serde(default = "one")]
     pub samples_per_prompt: u64,
+    /// Lets objective nado sample fewer than [`MIN_NADO_SAMPLES_PER_PROMPT`] per prompt: for
+    /// smoke tests, and for the specs of runs made before the floor.
+    #[serde(default)]
+    pub allow_few_samples: bool,
     pub max_new_tokens: usize,
     #[serde(default = "default_top_p")]
     pub top_p: f64,
@@ -178,6 +208,10 @@ pub struct RawPlan {
     pub label: Option<LabelRule>,
     #[serde(default)]
     pub auxiliary: Option<AuxiliaryOptions>,
+    /// Objective nado, one iteration: stop after the auxiliary model (sample, label, train R),
+    /// without fine-tuning the policy. The `finetune` section is then read but unused.
+    #[serde(default)]
+    pub auxiliary_only: bool,
     pub finetune: FinetuneSection,
 }
 
@@ -211,7 +245,23 @@ pub struct Plan {
     pub sampling: Option<SamplingRule>,
     pub label: Option<LabelRule>,
     pub auxiliary: Option<AuxiliaryOptions>,
+    #[serde(default)]
+    pub auxiliary_only: bool,
     pub finetune: FinetuneSection,
+}
+
+impl Plan {
+    /// The jobs of each round ([`rounds`]), without the fine-tuning job when the plan stops
+    /// after the auxiliary model.
+    pub fn rounds(&self) -> Vec<Vec<Job>> {
+        let mut all = rounds(self.objective, self.schedule, self.iterations);
+        if self.auxiliary_only {
+            for round in &mut all {
+                round.retain(|job| !matches!(job, Job::Finetune { .. }));
+            }
+        }
+        all
+    }
 }
 
 /// Reads and validates a spec; `resolve_base` turns `base` (a preset name or a path relative to
@@ -307,12 +357,46 @@ fn validate(
             ));
         };
         if sampling.prompts == 0
-            || sampling.prompt_tokens == 0
             || sampling.max_new_tokens == 0
             || sampling.samples_per_prompt == 0
             || sampling.batch_size == 0
         {
-            return Err(at("sampling", "prompts, prompt_tokens, samples_per_prompt, max_new_tokens and batch_size must be at least 1".into()));
+            return Err(at(
+                "sampling",
+                "prompts, samples_per_prompt, max_new_tokens and batch_size must be at least 1"
+                    .into(),
+            ));
+        }
+        match (sampling.prompt_source, sampling.prompt_tokens) {
+            (PromptSource::Mix, None | Some(0)) => {
+                return Err(at(
+                    "sampling.prompt_tokens",
+                    "prompts cut from mix texts need a length of at least 1 token".into(),
+                ))
+            }
+            (PromptSource::RtpChallenging, Some(_)) => {
+                return Err(at(
+                    "sampling.prompt_tokens",
+                    "rtp-challenging prompts are used whole; leave prompt_tokens out".into(),
+                ))
+            }
+            _ => {}
+        }
+        if raw.objective == Objective::Nado
+            && sampling.samples_per_prompt < MIN_NADO_SAMPLES_PER_PROMPT
+            && !sampling.allow_few_samples
+        {
+            return Err(at(
+                "sampling.samples_per_prompt",
+                format!(
+                    "objective nado needs at least {MIN_NADO_SAMPLES_PER_PROMPT} samples per \
+                     prompt, got {}: with fewer, a prompt's continuations rarely differ in \
+                     toxicity, so the auxiliary model learns mostly the prompt's toxicity, which \
+                     cancels out of q (the NADO reference draws 50-200); set \
+                     sampling.allow_few_samples: true for a smoke test",
+                    sampling.samples_per_prompt
+                ),
+            ));
         }
         if raw.label.is_none() {
             return Err(at(
@@ -348,8 +432,29 @@ fn validate(
             }
             lm::train::check_rates(aux.learning_rate, aux.weight_decay)
                 .map_err(|e| at("auxiliary", e.to_string()))?;
+            if !(aux.consistency >= 0.0 && aux.consistency.is_finite()) {
+                return Err(at(
+                    "auxiliary.consistency",
+                    format!("must be a finite number >= 0, got {}", aux.consistency),
+                ));
+            }
+            if raw.auxiliary_only && raw.iterations != 1 {
+                return Err(at(
+                    "auxiliary_only",
+                    format!(
+                        "stops after round 1's auxiliary model; iterations must be 1, got {}",
+                        raw.iterations
+                    ),
+                ));
+            }
         }
         Objective::Sft | Objective::Reinforce => {
+            if raw.auxiliary_only {
+                return Err(at(
+                    "auxiliary_only",
+                    format!("objective {:?} has no auxiliary model", raw.objective),
+                ));
+            }
             if raw.schedule == Schedule::Parallel {
                 return Err(at(
                     "schedule",
@@ -385,6 +490,7 @@ fn validate(
         sampling: raw.sampling,
         label: raw.label,
         auxiliary: raw.auxiliary,
+        auxiliary_only: raw.auxiliary_only,
         finetune: raw.finetune,
     })
 }
@@ -575,7 +681,7 @@ mod tests {
         format!(
             "base: tiny\noutput: out\nobjective: nado\nlambda: 0.5\niterations: 2\n\
              data:\n  - {{source: toxigen, limit: 10}}\n\
-             sampling: {{prompts: 4, prompt_tokens: 3, max_new_tokens: 5}}\n\
+             sampling: {{prompts: 4, prompt_tokens: 3, samples_per_prompt: 16, max_new_tokens: 5}}\n\
              label: {{scorer: profanity}}\n\
              auxiliary: {{layers: 1, epochs: 1, learning_rate: 0.001, batch_size: 4}}\n\
              finetune: {{learning_rate: 0.0001, batch_size: 2, max_tokens: 16}}\n{extra}"
@@ -626,5 +732,63 @@ mod tests {
             "{scorer: profanity, threshold: 0.5, policy: {}}"
         ))
         .contains("not both"));
+        assert_eq!(plan.auxiliary.unwrap().consistency, 1.0, "on by default");
+        assert!(
+            err(&raw("").replace("batch_size: 4}", "batch_size: 4, consistency: -1}"))
+                .contains("auxiliary.consistency: must be a finite number >= 0")
+        );
+    }
+
+    #[test]
+    fn nado_needs_enough_samples_per_prompt_unless_told_otherwise() {
+        let err = |s: &str| format!("{:#}", check(s).unwrap_err());
+        let few = raw("").replace("samples_per_prompt: 16", "samples_per_prompt: 2");
+        assert!(err(&few).contains("sampling.samples_per_prompt: objective nado needs at least 16"));
+        let allowed = few.replace(
+            "max_new_tokens: 5}",
+            "max_new_tokens: 5, allow_few_samples: true}",
+        );
+        assert_eq!(
+            check(&allowed)
+                .unwrap()
+                .sampling
+                .unwrap()
+                .samples_per_prompt,
+            2
+        );
+        // REINFORCE has no auxiliary model to starve.
+        assert!(check(&few.replace("objective: nado", "objective: reinforce")).is_ok());
+    }
+
+    #[test]
+    fn rtp_prompts_are_whole_and_auxiliary_only_stops_before_finetuning() {
+        let err = |s: &str| format!("{:#}", check(s).unwrap_err());
+        let rtp = raw("").replace("prompt_tokens: 3", "prompt_source: rtp-challenging");
+        let plan = check(&rtp).unwrap();
+        assert_eq!(
+            plan.sampling.as_ref().unwrap().prompt_source,
+            PromptSource::RtpChallenging
+        );
+        assert!(err(&raw("").replace(
+            "prompt_tokens: 3",
+            "prompt_source: rtp-challenging, prompt_tokens: 3"
+        ))
+        .contains("sampling.prompt_tokens: rtp-challenging prompts are used whole"));
+        assert!(err(&raw("").replace("prompt_tokens: 3, ", ""))
+            .contains("sampling.prompt_tokens: prompts cut from mix texts"));
+        assert!(err(&raw("auxiliary_only: true\n")).contains("auxiliary_only: stops after round 1"));
+        let only = check(&raw("auxiliary_only: true\n").replace("iterations: 2", "iterations: 1"))
+            .unwrap();
+        assert_eq!(
+            only.rounds(),
+            vec![vec![
+                Job::Sample { policy: 0 },
+                Job::Auxiliary { out: 1, samples: 0 }
+            ]]
+        );
+        assert!(err(&raw("auxiliary_only: true\n")
+            .replace("iterations: 2", "iterations: 1")
+            .replace("objective: nado", "objective: reinforce"))
+        .contains("auxiliary_only: objective Reinforce has no auxiliary model"));
     }
 }

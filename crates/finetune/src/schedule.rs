@@ -60,7 +60,8 @@ pub struct ScheduleRecord {
 
 /// Runs the spec at `spec` to the end: a new run in its output folder, or with `resume` the
 /// unfinished jobs of an unchanged one. `resolve_base` turns the spec's `base` into a model
-/// folder (see [`plan::load`]). Returns the last policy's folder.
+/// folder (see [`plan::load`]). Returns the last policy's folder (the auxiliary model's, for a
+/// plan that stops after it).
 pub fn train(
     spec: &Path,
     resume: bool,
@@ -79,6 +80,9 @@ pub fn train(
         record.rounds.len(),
         record.machine_cores
     ));
+    if plan.auxiliary_only {
+        return Ok(layout::auxiliary_dir(&plan.output, 1));
+    }
     Ok(layout::policy_dir(&plan, plan.iterations))
 }
 
@@ -139,7 +143,7 @@ fn check_lora_rank(plan: &Plan) -> Result<()> {
 /// Runs every round's pending jobs, writing `schedule.json` after each round.
 fn run_rounds(plan: &Plan, worker: &Worker, log: &mut dyn FnMut(&str)) -> Result<ScheduleRecord> {
     let out = &plan.output;
-    let rounds = plan::rounds(plan.objective, plan.schedule, plan.iterations);
+    let rounds = plan.rounds();
     let schedule_path = out.join(SCHEDULE_FILE);
     // A resumed run keeps the wall times its earlier invocations measured for rounds it does not
     // rerun (a round's jobs are all done: nothing to time now).

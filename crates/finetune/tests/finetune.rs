@@ -222,22 +222,25 @@ fn labelled(model: &LoadedModel, bad: i64) -> Vec<Sequence> {
 fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
     let dir = scratch_dir("finetune-tests-auxiliary");
     let policy = load(&tiny_llama());
-    let mut auxiliary = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
+    let bad = 42;
+    let sequences = labelled(&policy, bad);
+    let prior = finetune::nado::mean_label(&sequences);
+    let mut auxiliary = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu, prior).unwrap();
     let plain = sample(&policy, &mut []);
-    let neutral = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
+    let neutral = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu, 0.9).unwrap();
     let vocab = policy.model.info().vocab_size;
     let nado =
         NadoDecoding::new(neutral, &policy.tokenizer, vocab, NadoParams { alpha: 3.0 }).unwrap();
     assert_eq!(
         sample(&policy, &mut [Box::new(nado)]),
         plain,
-        "a zero head is q = p"
+        "a fresh head is q = p"
     );
 
     // NADO decoding's perplexity equals the model's own with a neutral head, not with a trained one.
     let texts = data(&policy);
     let own = finetune::sequences::perplexity(policy.model.as_ref(), &texts, 2);
-    let neutral = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
+    let neutral = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu, 0.9).unwrap();
     let under_q =
         finetune::nado::decoding_perplexity(policy.model.as_ref(), &neutral, 1.0, &texts, 2);
     assert_eq!(own.1, under_q.1);
@@ -246,23 +249,35 @@ fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
         "{own:?} vs {under_q:?}"
     );
 
-    let bad = 42;
-    let sequences = labelled(&policy, bad);
     let options = AuxiliaryOptions {
         layers: 1,
         epochs: 20,
         learning_rate: 1e-2,
         weight_decay: 0.0,
         batch_size: 8,
+        consistency: 1.0,
     };
     let record = auxiliary
-        .train(&sequences, &options, 0, "tiny".into(), |_| {})
+        .train(
+            &sequences,
+            &options,
+            policy.model.as_ref(),
+            0,
+            "tiny".into(),
+            |_| {},
+        )
         .unwrap();
+    // Half the labels are 0: the prior is logit(½) = 0, and the BCE before training is ln 2.
+    assert_eq!(record.head_bias_init, Some(0.0));
     assert!(
         (record.loss_before - std::f64::consts::LN_2).abs() < 1e-4,
         "{}",
         record.loss_before
     );
+    assert_eq!(record.epoch_consistency.len(), 20);
+    assert!(record.loss_after.unwrap() < record.loss_before);
+    assert!(record.kl_q_p_per_sequence.unwrap() > 0.0);
+    assert!((record.kl_bound.unwrap() - std::f64::consts::LN_2).abs() < 1e-9);
     assert!(
         *record.epoch_losses.last().unwrap() < 0.3,
         "{:?}",
@@ -317,6 +332,40 @@ fn auxiliary_starts_neutral_learns_its_labels_and_reloads() {
     assert!(NadoParams { alpha: -1.0 }.validate().is_err());
 }
 
+#[test]
+fn a_fresh_head_starts_at_the_mean_label_and_leaves_q_equal_to_p() {
+    let policy = load(&tiny_llama());
+    // Labels averaging 0.75: not the ½ a zero bias would say.
+    let mut sequences = labelled(&policy, 42);
+    for (i, s) in sequences.iter_mut().enumerate() {
+        s.label = if i % 4 == 0 { 0.0 } else { 1.0 };
+    }
+    let mean = finetune::nado::mean_label(&sequences);
+    assert_eq!(mean, 0.75);
+    let auxiliary = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu, mean).unwrap();
+    let logit = (0.75f64 / 0.25).ln();
+    let bias = &auxiliary.head_bias;
+    assert!((bias.max().double_value(&[]) - logit).abs() < 1e-6);
+    assert!((bias.min().double_value(&[]) - logit).abs() < 1e-6);
+    let _no_grad = tch::no_grad_guard();
+    let batch = &batches(&sequences, 16, policy.model.info().device)[0];
+    let t = batch.ids.size()[1];
+    let z = {
+        let model = policy.model.as_ref();
+        let hidden = model.forward_hidden(&batch.ids, &batch.mask, &mut model.new_cache());
+        model.logits(&hidden.narrow(1, 0, t - 1))
+    };
+    let log_r = {
+        let trunk = auxiliary.trunk.model.as_ref();
+        let hidden = trunk.forward_hidden(&batch.ids, &batch.mask, &mut trunk.new_cache());
+        auxiliary.log_r(&hidden.narrow(1, 0, t - 1))
+    };
+    let log_q = (&z + log_r).log_softmax(-1, Kind::Float);
+    let log_p = z.log_softmax(-1, Kind::Float);
+    let gap = (log_q - log_p).abs().max().double_value(&[]);
+    assert!(gap < 1e-5, "{gap}");
+}
+
 /// Full fine-tuning, one sequence per step, six passes: enough for the tiny model to move.
 fn full_finetuning() -> FinetuneOptions {
     FinetuneOptions {
@@ -346,7 +395,7 @@ fn the_nado_regularizer_pulls_the_policy_towards_its_teacher() {
     let dir = scratch_dir("finetune-tests-nado-finetune");
     let policy = load(&tiny_llama());
     let reference = load(&tiny_llama());
-    let auxiliary = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu).unwrap();
+    let auxiliary = Auxiliary::fresh(&tiny_llama(), 1, DeviceChoice::Cpu, 0.5).unwrap();
     // A teacher that strongly avoids one token everywhere: R(·, bad) = σ(−8).
     let bad = 42;
     tch::no_grad(|| {
