@@ -185,10 +185,11 @@ pub struct TrainAlignArgs {
     /// not; a seeded tenth of them is held out to measure the map.
     #[command(flatten)]
     pub sources: SourceArgs,
-    #[arg(long, value_enum, default_value = "ridge")]
+    /// Default: the paper's InfoNCE map on embeddings, which fusion uses by default.
+    #[arg(long, value_enum, default_value = "infonce")]
     pub fit: AlignFitArg,
     /// What InfoNCE pairs are (the paper: embeddings); a ridge fit always uses final states.
-    #[arg(long, value_enum, default_value = "hidden")]
+    #[arg(long, value_enum, default_value = "embeddings")]
     pub on: AlignOnArg,
     /// Ridge penalty, relative to the calibration states' mean variance.
     #[arg(long, default_value_t = 1e-3)]

@@ -2,10 +2,10 @@
 //! and mixes it in: h̃ = α·norm(readout(h_cal)) + (1 − α)·h at the target's final normed state h.
 //!
 //! Readouts ([`Readout`]):
+//! - `infonce` (default): the paper's map A, trained with InfoNCE (on input embeddings in the
+//!   paper's code), which learns to tell states apart, not to reconstruct them;
 //! - `ridge`: a least-squares map (with intercept) fitted onto the target's own final states at
 //!   the same positions of the same texts — it reconstructs them;
-//! - `infonce`: the paper's map A, trained with InfoNCE (on input embeddings in the paper's
-//!   code), which learns to tell states apart, not to reconstruct them;
 //! - `identity`: no map — the calibration model's final normed state as it is, possible when it
 //!   shares the target's width and tokenizer (a cut of the target's own base). Through the
 //!   shared head this is the geometric mixture p^(1−α)·p_cal^α.

@@ -28,7 +28,7 @@ impl Default for FusionSpecParams {
     fn default() -> Self {
         FusionSpecParams {
             calibration: "auto".into(),
-            readout: Readout::Ridge.name().into(),
+            readout: Readout::InfoNce.name().into(),
             align: "auto".into(),
             norm: "auto".into(),
         }
@@ -42,7 +42,7 @@ const FUSION_DOCS: &[ParamDoc] = &[
     ),
     ParamDoc::new(
         "readout",
-        "how the calibration state reaches the target's width: ridge (a least-squares map onto the target's final states), infonce (the paper's contrastive map) or identity (no map; the calibration model must share the target's width)",
+        "how the calibration state reaches the target's width: infonce (the paper's contrastive map, the default: it detoxified most per unit of perplexity in results/fusion-dexperts-nado), ridge (a least-squares map onto the target's final states) or identity (no map; the calibration model must share the target's width)",
     ),
     ParamDoc::new(
         "align",
