@@ -9,7 +9,7 @@
 //!   InfoNCE map, or identity) and the norm applied before mixing;
 //! - [`align`], [`align_fit`]: the map h_cal·A + b, fitted by ridge regression onto the target's
 //!   final states or with InfoNCE (on input embeddings, the paper's recipe, or on final states),
-//!   and its held-out reconstruction report (`detox train align`).
+//!   and its held-out reconstruction report ([`reconstruction`]) (`detox train align`).
 //! - [`steering`]: fusion, h̃ = α·norm(readout(h_cal)) + (1 − α)·h at the target's final normed
 //!   hidden state, and DExperts, filter_p(z) + α(z_expert − z_anti).
 
@@ -17,6 +17,7 @@ pub mod align;
 pub mod align_fit;
 pub mod calibration;
 pub mod readout;
+pub mod reconstruction;
 pub mod registration;
 pub mod steering;
 
