@@ -146,7 +146,8 @@ fn scored_counts(cell: &CellOutputs, base: &CellOutputs) -> Vec<AuditItem> {
 }
 
 /// Method parameters that restrict or partly re-weight the candidates a token is drawn from:
-/// RAD's `top_k`, SASA's `max_candidates` when > 0 (unset means all), for every step of a stack.
+/// RAD's `top_k`, SASA's `max_candidates` when > 0 (unset means all), DExperts' `filter_p`
+/// when < 1, for every step of a stack.
 pub(crate) fn method_truncation(cell: &CellOutputs) -> Vec<AuditItem> {
     let m = &cell.config.method;
     let steps: Vec<(&str, &std::collections::BTreeMap<String, Json>)> = if m.steps.is_empty() {
@@ -157,34 +158,48 @@ pub(crate) fn method_truncation(cell: &CellOutputs) -> Vec<AuditItem> {
             .map(|s| (s.name.as_str(), &s.params))
             .collect()
     };
+    let param = |params: &std::collections::BTreeMap<String, Json>, name: &str| {
+        params.get(name).and_then(Json::as_f64)
+    };
     let mut items = Vec::new();
     for (name, params) in steps {
-        let truncating = match name {
-            "rad" => params
-                .get("top_k")
-                .and_then(Json::as_f64)
-                .map(|k| ("top_k", k)),
-            "sasa" => params
-                .get("max_candidates")
-                .and_then(Json::as_f64)
+        let found = match name {
+            "rad" => param(params, "top_k").map(|k| {
+                (
+                    k,
+                    format!(
+                        "different candidate set: rad top_k = {k} (the method draws from at most \
+                         {k} candidates)"
+                    ),
+                )
+            }),
+            // SASA's cap leaves the unscored tail drawable (the candidate set is the sampler's,
+            // only partly re-weighted).
+            "sasa" => param(params, "max_candidates")
                 .filter(|&n| n > 0.0)
-                .map(|n| ("max_candidates", n)),
+                .map(|n| {
+                    (
+                        n,
+                        format!(
+                            "partly re-weighted candidates: sasa max_candidates = {n} (only the \
+                             {n} most likely are scored; the rest stay drawable with unchanged \
+                             logits)"
+                        ),
+                    )
+                }),
+            "dexperts" => param(params, "filter_p").filter(|&p| p < 1.0).map(|p| {
+                (
+                    p,
+                    format!(
+                        "different candidate set: dexperts filter_p = {p} (the base logits are \
+                         cut to their top-{p} nucleus before the experts' difference is added; \
+                         tokens outside it cannot be drawn)"
+                    ),
+                )
+            }),
             _ => None,
         };
-        if let Some((param, n)) = truncating {
-            // SASA's cap leaves the unscored tail drawable (the candidate set is the sampler's,
-            // only partly re-weighted); RAD's top-k removes everything past it.
-            let detail = if name == "sasa" {
-                format!(
-                    "partly re-weighted candidates: sasa {param} = {n} (only the {n} most likely \
-                     are scored; the rest stay drawable with unchanged logits)"
-                )
-            } else {
-                format!(
-                    "different candidate set: {name} {param} = {n} (the method draws from at most \
-                     {n} candidates)"
-                )
-            };
+        if let Some((n, detail)) = found {
             items.push(AuditItem {
                 kind: AuditKind::MethodCandidates,
                 scorer: None,

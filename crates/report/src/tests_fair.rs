@@ -311,3 +311,40 @@ fn a_baseline_that_is_missing_or_ambiguous_is_reported() {
     assert!(paired.contains(&ghost_id), "an unpaired cell keeps its row");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn dexperts_base_filter_is_named_as_a_candidate_set_change() {
+    let dir = scratch("dexperts-filter");
+    cell("none", None, full_length_prompts(0))
+        .write(&dir)
+        .unwrap();
+    let dexperts = |label: &str, filter_p: f64| {
+        let mut c = cell(label, Some("none"), full_length_prompts(1));
+        c.method = "dexperts".into();
+        c.params = BTreeMap::from([("filter_p".to_string(), serde_json::json!(filter_p))]);
+        c.write(&dir).unwrap()
+    };
+    let filtered = dexperts("dexperts", 0.9);
+    let unfiltered = dexperts("dexperts unfiltered", 1.0);
+    let experiment = Experiment::load(&dir).unwrap();
+    let fairness = Fairness::of(&experiment).unwrap();
+    let candidates = |id: &str| -> Vec<(Option<f64>, String)> {
+        fairness
+            .audit_of(id)
+            .unwrap()
+            .items
+            .iter()
+            .filter(|i| i.kind == AuditKind::MethodCandidates)
+            .map(|i| (i.value, i.detail.clone()))
+            .collect()
+    };
+    let named = candidates(&filtered);
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(named[0].0, Some(0.9));
+    assert!(
+        named[0].1.contains("dexperts filter_p = 0.9"),
+        "{}",
+        named[0].1
+    );
+    assert!(candidates(&unfiltered).is_empty());
+}
