@@ -3,35 +3,19 @@
 
 mod common;
 
-use common::{calibration, load, texts};
-use fusion::{train_calibration, CalibrationOptions, CalibrationTrainable};
-use lm::DeviceChoice;
+use common::{calibration, load, tiny_calibration_options, train_tiny_calibration};
+use fusion::CalibrationTrainable;
 use tch::Tensor;
 use test_support::fixture;
 
 #[test]
 fn an_existing_output_folder_is_refused_before_training() {
     let (dir, _, _) = calibration();
-    let options = CalibrationOptions {
-        layers: 1,
-        epochs: 1,
-        learning_rate: 1e-3,
-        weight_decay: 0.0,
-        batch_size: 4,
-        max_tokens: 32,
-        seed: 0,
-        train: CalibrationTrainable::Blocks,
-    };
-    let error = train_calibration(
-        &fixture("tiny-llama"),
-        DeviceChoice::Cpu,
-        &texts(4),
-        &[],
-        &options,
-        "test".into(),
-        "test".into(),
+    let error = train_tiny_calibration(
         dir,
-        |_| {},
+        &tiny_calibration_options(1, CalibrationTrainable::Blocks),
+        4,
+        0,
     )
     .err()
     .map(|e| format!("{e:#}"))
@@ -43,26 +27,11 @@ fn an_existing_output_folder_is_refused_before_training() {
 fn a_calibration_model_training_every_parameter_unties_its_head_and_says_so() {
     let root = test_support::scratch_dir("fusion-calibration-all");
     let out = root.join("calibration");
-    let options = CalibrationOptions {
-        layers: 1,
-        epochs: 2,
-        learning_rate: 1e-3,
-        weight_decay: 0.0,
-        batch_size: 4,
-        max_tokens: 32,
-        seed: 0,
-        train: CalibrationTrainable::All,
-    };
-    let record = train_calibration(
-        &fixture("tiny-llama"),
-        DeviceChoice::Cpu,
-        &texts(16),
-        &texts(8),
-        &options,
-        "test".into(),
-        "made-up sentences".into(),
+    let record = train_tiny_calibration(
         &out,
-        |_| {},
+        &tiny_calibration_options(2, CalibrationTrainable::All),
+        16,
+        8,
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
     let (before, after) = (

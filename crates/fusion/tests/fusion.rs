@@ -16,11 +16,17 @@ use lm::LoadedModel;
 use tch::{Kind, Tensor};
 use test_support::fixture;
 
-fn fusion(target: &LoadedModel, alpha: f64) -> CalibrationFusion {
-    let (dir, ridge, _) = calibration();
+/// Fusion into `target` of the calibration model in `calibration` through `map` (`None`: the
+/// identity readout), with no norm.
+fn fusion_of(
+    target: &LoadedModel,
+    calibration: &Path,
+    map: Option<AlignMap>,
+    alpha: f64,
+) -> CalibrationFusion {
     CalibrationFusion::new(
-        load(dir),
-        Some(AlignMap::load(ridge, dir, &target.dir).unwrap_or_else(|e| panic!("{e:#}"))),
+        load(calibration),
+        map,
         &target.tokenizer,
         target.model.info().vocab_size,
         FusionParams {
@@ -31,19 +37,16 @@ fn fusion(target: &LoadedModel, alpha: f64) -> CalibrationFusion {
     .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
+/// Fusion through the ridge map of the shared calibration model.
+fn fusion(target: &LoadedModel, alpha: f64) -> CalibrationFusion {
+    let (dir, ridge, _) = calibration();
+    let map = AlignMap::load(ridge, dir, &target.dir).unwrap_or_else(|e| panic!("{e:#}"));
+    fusion_of(target, dir, Some(map), alpha)
+}
+
 /// Fusion of `target` with itself as the calibration model through the identity readout.
 fn self_fusion(target: &LoadedModel, alpha: f64) -> CalibrationFusion {
-    CalibrationFusion::new(
-        load(&target.dir),
-        None,
-        &target.tokenizer,
-        target.model.info().vocab_size,
-        FusionParams {
-            alpha,
-            norm: MapNorm::None,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e:#}"))
+    fusion_of(target, &target.dir, None, alpha)
 }
 
 /// The target as its own calibration model, identity readout: the same logits at every α (the

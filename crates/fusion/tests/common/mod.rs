@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use decode::{generate_all, Request, SamplingParams, Settings, Steering};
 use fusion::{
     train_align, train_calibration, AlignMap, AlignOn, AlignOptions, CalibrationOptions,
-    CalibrationTrainable, Readout, TrainingText,
+    CalibrationRecord, CalibrationTrainable, Readout, TrainingText,
 };
 use lm::{CausalLm, DeviceChoice, DtypeChoice, LoadedModel};
 use tch::Tensor;
@@ -40,6 +40,41 @@ pub fn texts(n: usize) -> Vec<TrainingText> {
         .collect()
 }
 
+/// Options for a calibration model of tiny-llama's first block, trained briefly.
+pub fn tiny_calibration_options(epochs: usize, train: CalibrationTrainable) -> CalibrationOptions {
+    CalibrationOptions {
+        layers: 1,
+        epochs,
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        batch_size: 4,
+        max_tokens: 32,
+        seed: 0,
+        train,
+    }
+}
+
+/// Trains a calibration model from tiny-llama into `out` on `train` made-up sentences, measuring
+/// perplexity on `held_out` of them.
+pub fn train_tiny_calibration(
+    out: &Path,
+    options: &CalibrationOptions,
+    train: usize,
+    held_out: usize,
+) -> anyhow::Result<CalibrationRecord> {
+    train_calibration(
+        &fixture("tiny-llama"),
+        DeviceChoice::Cpu,
+        &texts(train),
+        &texts(held_out),
+        options,
+        "test".into(),
+        "made-up sentences".into(),
+        out,
+        |_| {},
+    )
+}
+
 /// A calibration model (tiny-llama's first block, trained briefly) and its two maps onto
 /// tiny-llama (ridge, and InfoNCE on embeddings as the paper), made once for every test of this
 /// file: (calibration folder, ridge map, InfoNCE map).
@@ -48,26 +83,11 @@ pub fn calibration() -> &'static (PathBuf, PathBuf, PathBuf) {
     MADE.get_or_init(|| {
         let root = test_support::scratch_dir("fusion-tests");
         let out = root.join("calibration");
-        let options = CalibrationOptions {
-            layers: 1,
-            epochs: 3,
-            learning_rate: 1e-3,
-            weight_decay: 0.0,
-            batch_size: 4,
-            max_tokens: 32,
-            seed: 0,
-            train: CalibrationTrainable::Blocks,
-        };
-        let record = train_calibration(
-            &fixture("tiny-llama"),
-            DeviceChoice::Cpu,
-            &texts(16),
-            &texts(8),
-            &options,
-            "test".into(),
-            "made-up sentences".into(),
+        let record = train_tiny_calibration(
             &out,
-            |_| {},
+            &tiny_calibration_options(3, CalibrationTrainable::Blocks),
+            16,
+            8,
         )
         .unwrap_or_else(|e| panic!("{e:#}"));
         let (before, after) = (
