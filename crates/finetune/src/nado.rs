@@ -189,7 +189,25 @@ struct Measures {
     kl_per_sequence: f64,
 }
 
-/// The policy's next-token log-probabilities `[B, T-1, V]` on a batch, outside the graph.
+/// BCE between the head's logits for the tokens taken `[B, T-1]` and each row's label, summed
+/// over the counted positions (`weights`), and their count.
+fn summed_bce(taken_logits: &Tensor, batch: &Batch, weights: &Tensor) -> (Tensor, f64) {
+    let labels = batch.labels.unsqueeze(1).expand_as(taken_logits);
+    let bce = taken_logits.binary_cross_entropy_with_logits::<Tensor>(
+        &labels,
+        None,
+        None,
+        tch::Reduction::None,
+    );
+    (
+        (bce * weights).sum(Kind::Float),
+        weights.sum(Kind::Float).double_value(&[]),
+    )
+}
+
+/// The policy's next-token log-probabilities `[B, T-1, V]` on a batch, outside the graph. Not
+/// cached across epochs: the policy is frozen, but a batch's `[B, T-1, V]` float table is tens of
+/// MB, too much to keep for every batch.
 fn policy_log_probs(policy: &dyn CausalLm, batch: &Batch) -> Tensor {
     let _no_grad = tch::no_grad_guard();
     next_token_log_probs(policy, batch)
@@ -302,16 +320,9 @@ impl Auxiliary {
             }
             None => (self.target_logits(&hidden, &targets), None),
         };
-        let labels = batch.labels.unsqueeze(1).expand_as(&logits);
-        let bce = logits.binary_cross_entropy_with_logits::<Tensor>(
-            &labels,
-            None,
-            None,
-            tch::Reduction::None,
-        );
-        let tokens = weights.sum(Kind::Float).double_value(&[]);
+        let (bce, tokens) = summed_bce(&logits, batch, &weights);
         BatchTerms {
-            bce: (bce * weights).sum(Kind::Float),
+            bce,
             tokens,
             consistency,
         }
@@ -347,15 +358,9 @@ impl Auxiliary {
             let taken = logits
                 .gather(2, &targets.unsqueeze(-1), false)
                 .squeeze_dim(-1);
-            let labels = batch.labels.unsqueeze(1).expand_as(&taken);
-            let b = taken.binary_cross_entropy_with_logits::<Tensor>(
-                &labels,
-                None,
-                None,
-                tch::Reduction::None,
-            );
-            bce += (b * &weights).sum(Kind::Float).double_value(&[]);
-            tokens += weights.sum(Kind::Float).double_value(&[]);
+            let (b, n) = summed_bce(&taken, batch, &weights);
+            bce += b.double_value(&[]);
+            tokens += n;
         }
         Measures {
             bce: bce / tokens.max(1.0),
