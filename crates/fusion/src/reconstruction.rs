@@ -7,7 +7,7 @@ use lm::CausalLm;
 use tch::{Kind, Tensor};
 
 use crate::align::{FusedKl, Reconstruction};
-use crate::readout::{MapNorm, NORM_EPS};
+use crate::readout::{fused_state, MapNorm, NORM_EPS};
 
 /// The α values the reconstruction report measures fusion at (the paper's sweep).
 pub const REPORTED_ALPHAS: [f64; 3] = [0.1, 0.3, 0.6];
@@ -50,7 +50,8 @@ fn fused_kls(target: &dyn CausalLm, h: &Tensor, variants: &[(String, Tensor)]) -
         for (v, (_, normed)) in variants.iter().enumerate() {
             let normed = normed.narrow(0, start, n);
             for (i, &alpha) in REPORTED_ALPHAS.iter().enumerate() {
-                let q = logits(&(&normed * alpha + &h_chunk * (1.0 - alpha)));
+                // `normed` already went through its norm.
+                let q = logits(&fused_state(&h_chunk, &normed, MapNorm::None, alpha));
                 let log_q = q.log_softmax(-1, Kind::Float);
                 let sum = &mut sums[v * REPORTED_ALPHAS.len() + i];
                 sum.0 += (&p_prob * (&log_p - log_q))

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::align::AlignMap;
-use crate::readout::{fused_state, MapNorm, Readout};
+use crate::readout::{fused_state, MapNorm};
 
 /// The fused logits: `logits` + head(h̃) − head(h) with h̃ = α·norm(readout(h_cal)) + (1 − α)·h,
 /// the readout h_cal·A + b through `map`, or h_cal itself without one (the identity readout).
@@ -149,11 +149,6 @@ impl CalibrationFusion {
             steps: 0,
             seconds: 0.0,
         })
-    }
-
-    /// Which readout this fusion uses.
-    pub fn readout(&self) -> Readout {
-        self.map.as_ref().map_or(Readout::Identity, AlignMap::fit)
     }
 }
 
